@@ -1,0 +1,37 @@
+# make test | make bench | make build: each creates .venv and builds the extension first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MAX_JOBS ?= 2
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+BENCH_OUT ?= benchmarks/out
+
+.PHONY: all build test bench clean
+
+all: test
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $@
+
+# Incremental: ninja recompiles only what changed.
+build: $(VENV)/.installed
+	$(PY) setup.py build_ext --inplace
+	$(PY) -c "import maskrcnn_fast; print('maskrcnn_fast', maskrcnn_fast.build_info())"
+
+test: build
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+bench: build
+	mkdir -p $(BENCH_OUT)
+	$(PY) -m pytest benchmarks -q -o python_files='bench_*.py' -o python_functions='bench_*' \
+		--benchmark-only --benchmark-json=$(BENCH_OUT)/bench.json \
+		--benchmark-columns=median,iqr,rounds --benchmark-sort=name $(PYTEST_ARGS)
+	$(PY) benchmarks/report.py $(BENCH_OUT)/bench.json --out $(BENCH_OUT)
+
+clean:
+	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT)

@@ -1,0 +1,127 @@
+"""Turns a pytest-benchmark JSON file into the table that `make bench` prints, a Markdown
+copy of it and a PNG bar chart.
+
+    python benchmarks/report.py benchmarks/out/bench.json [--out benchmarks/out]
+
+Ratios are speed-ups of ``fused`` measured in the same run: ``torch/fused`` is how many times
+faster our kernels are than our pure-PyTorch path, ``tv/fused`` than torchvision.
+"""
+import argparse
+import json
+import os
+import platform
+from collections import OrderedDict
+
+__all__ = ["load", "table", "main"]
+
+IMPLS = ["fused", "torch", "torchvision"]
+
+
+def load(path):
+    """Returns (machine_info, {group: {impl: median_seconds}}) in the order benchmarks ran."""
+    with open(path) as f:
+        data = json.load(f)
+    groups = OrderedDict()
+    for b in data["benchmarks"]:
+        impl = b.get("extra_info", {}).get("impl", b["name"])
+        groups.setdefault(b["group"] or b["name"], {})[impl] = b["stats"]["median"]
+    return data.get("machine_info", {}), groups
+
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    if s >= 1:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def _ratio(other, fused):
+    if other is None or fused is None or fused <= 0:
+        return "-"
+    return f"{other / fused:.2f}x"
+
+
+def table(groups):
+    """Rows of the result table: group, the three medians, and the two speed-ups."""
+    head = ["benchmark", "fused", "torch", "torchvision", "torch/fused", "tv/fused"]
+    rows = []
+    for g, m in groups.items():
+        f = m.get("fused")
+        rows.append(
+            [g, _fmt_time(f), _fmt_time(m.get("torch")), _fmt_time(m.get("torchvision")),
+             _ratio(m.get("torch"), f), _ratio(m.get("torchvision"), f)]
+        )
+    return head, rows
+
+
+def _render(head, rows, md=False):
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    if md:
+        line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
+        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+        return "\n".join([line(head), sep] + [line(r) for r in rows])
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))
+    return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
+
+
+def _machine(info, devices):
+    import torch
+
+    cpu = info.get("cpu", {}).get("brand_raw") or platform.processor() or platform.machine()
+    desc = f"{cpu}, {os.cpu_count()} cores"
+    if "cuda" in devices and torch.cuda.is_available():
+        desc = f"{torch.cuda.get_device_name()} (host: {desc})"
+    return f"{desc}; torch {torch.__version__}; python {platform.python_version()}"
+
+
+def _plot(groups, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(names) + 2), 4.5))
+    width = 0.27
+    for i, impl in enumerate(IMPLS):
+        ys = [groups[g].get(impl, float("nan")) * 1e3 for g in names]
+        ax.bar([x + (i - 1) * width for x in range(len(names))], ys, width, label=impl)
+    ax.set_yscale("log")
+    ax.set_ylabel("median time (ms, log scale)")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    ax.legend()
+    ax.set_title("maskrcnn_fast: fused vs torch vs torchvision (lower is faster)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("json")
+    p.add_argument("--out", default=None, help="folder for results.md and bench.png")
+    a = p.parse_args(argv)
+    info, groups = load(a.json)
+    if not groups:
+        raise SystemExit(f"{a.json}: no benchmarks recorded")
+    with open(a.json) as f:
+        devices = {b.get("extra_info", {}).get("device", "cpu") for b in json.load(f)["benchmarks"]}
+    head, rows = table(groups)
+    out = a.out or os.path.dirname(os.path.abspath(a.json))
+    os.makedirs(out, exist_ok=True)
+    machine = _machine(info, devices)
+    print(f"\nmaskrcnn_fast benchmarks on {', '.join(sorted(devices))}: {machine}")
+    print("median times; torch/fused and tv/fused are speed-ups of fused in this run\n")
+    print(_render(head, rows))
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(f"Machine: {machine}\n\n" + _render(head, rows, md=True) + "\n")
+    _plot(groups, os.path.join(out, "bench.png"))
+    print(f"\nwrote {a.json}, {os.path.join(out, 'results.md')}, {os.path.join(out, 'bench.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The ops of maskrcnn_fast, with torchvision's signatures and results."""
+from .anchors import AnchorGenerator, grid_anchors
+from .box_coder import BoxCoder, decode_boxes, encode_boxes
+from .nms import batched_nms, nms
+from .roi_align import RoIAlign, roi_align
+from .multilevel_roi_align import MultiScaleRoIAlign, multilevel_roi_align
+from . import reference
+
+__all__ = [
+    "AnchorGenerator",
+    "grid_anchors",
+    "BoxCoder",
+    "decode_boxes",
+    "encode_boxes",
+    "nms",
+    "batched_nms",
+    "RoIAlign",
+    "roi_align",
+    "MultiScaleRoIAlign",
+    "multilevel_roi_align",
+    "reference",
+]
