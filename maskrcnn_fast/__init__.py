@@ -8,6 +8,7 @@ __all__ = ["build_info", "ops", "__version__"]
 
 from . import _C  # noqa: F401  registers torch.ops.maskrcnn_fast
 from . import ops  # noqa: E402
+from . import models  # noqa: E402,F401  Mask R-CNN builders
 
 try:
     from . import _build_config as _cfg

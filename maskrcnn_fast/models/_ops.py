@@ -1,0 +1,77 @@
+"""The one place where the model chooses its ops: ``"fused"`` (our kernels, maskrcnn_fast.ops) or
+``"torch"`` (the pure-PyTorch implementations, maskrcnn_fast.ops.reference).
+
+The model code only ever calls the members of an :class:`OpSet`, so it never branches on the
+choice. Members:
+
+- ``AnchorGenerator(sizes, aspect_ratios)``: module; ``(image_list, features) -> list of
+  Tensor[A, 4]`` per image (torchvision's anchors and order).
+- ``BoxCoder(weights, bbox_xform_clip)``: ``encode_single(gt [K, 4], ref [K, 4]) -> [K, 4]`` and
+  ``decode_single(codes [K, 4*C], ref [K, 4], image_size=(h, w) or None) -> [K, 4*C]`` (decode,
+  then clip to the image when ``image_size`` is given).
+- ``nms(boxes, scores, iou_threshold)``, ``batched_nms(boxes, scores, idxs, iou_threshold)``.
+- ``roi_align(input, rois [K, 5], output_size, spatial_scale, sampling_ratio, aligned)``.
+- ``MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio)``: module;
+  ``(features dict, boxes list, image_shapes) -> Tensor[K, C, S, S]``.
+- ``paste_masks(masks [N, 1, M, M], boxes [N, 4], (h, w)) -> Tensor[N, 1, h, w]``.
+"""
+from types import SimpleNamespace
+from typing import Union
+
+__all__ = ["OpSet", "get_ops", "OP_NAMES"]
+
+OP_NAMES = ("AnchorGenerator", "BoxCoder", "nms", "batched_nms", "roi_align", "MultiScaleRoIAlign", "paste_masks")
+
+
+class OpSet(SimpleNamespace):
+    """A named set of the ops the model calls (see the module docstring)."""
+
+    def __init__(self, name: str, **ops):
+        missing = [n for n in OP_NAMES if n not in ops]
+        if missing:
+            raise ValueError(f"OpSet {name!r} lacks {missing}")
+        super().__init__(name=name, **ops)
+
+
+def _fused() -> OpSet:
+    from .. import ops
+    from .transform import paste_masks_loop
+
+    return OpSet(
+        "fused",
+        AnchorGenerator=ops.AnchorGenerator,
+        BoxCoder=ops.BoxCoder,
+        nms=ops.nms,
+        batched_nms=ops.batched_nms,
+        roi_align=ops.roi_align,
+        MultiScaleRoIAlign=ops.MultiScaleRoIAlign,
+        paste_masks=getattr(ops, "paste_masks", paste_masks_loop),
+    )
+
+
+def _torch() -> OpSet:
+    from ..ops import reference as ref
+    from .transform import paste_masks_loop
+
+    return OpSet(
+        "torch",
+        AnchorGenerator=ref.AnchorGenerator,
+        BoxCoder=ref.BoxCoder,
+        nms=ref.nms,
+        batched_nms=ref.batched_nms,
+        roi_align=ref.roi_align,
+        MultiScaleRoIAlign=ref.MultiScaleRoIAlign,
+        paste_masks=getattr(ref, "paste_masks", paste_masks_loop),
+    )
+
+
+_FACTORIES = {"fused": _fused, "torch": _torch}
+
+
+def get_ops(ops: Union[str, OpSet] = "fused") -> OpSet:
+    """``"fused"`` or ``"torch"`` -> its OpSet; an OpSet is returned as it is."""
+    if isinstance(ops, OpSet):
+        return ops
+    if ops not in _FACTORIES:
+        raise ValueError(f"ops must be one of {sorted(_FACTORIES)} or an OpSet, got {ops!r}")
+    return _FACTORIES[ops]()

@@ -1,0 +1,147 @@
+"""ResNet trunk + feature pyramid (FPN) with an extra max-pool level.
+
+The trunk is torchvision's ``ResNet``; the FPN is ours. The state_dict keys are torchvision's
+``BackboneWithFPN`` keys (``body.*``, ``fpn.inner_blocks.N.0.*``, ``fpn.layer_blocks.N.0.*``),
+so torchvision checkpoints load as they are.
+"""
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Callable, Dict, List, Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import resnet as tv_resnet
+
+__all__ = ["ResNetBody", "FeaturePyramid", "BackboneWithFPN", "resnet_fpn_backbone", "freeze_resnet_layers"]
+
+_RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+
+
+class ResNetBody(nn.Module):
+    """The stem and the four stages of a torchvision ResNet (no pooling head, no fc).
+
+    forward(x [N, 3, H, W]) -> OrderedDict '0'..'3': the outputs of layer1..layer4
+    (strides 4, 8, 16, 32).
+    """
+
+    def __init__(self, resnet: nn.Module):
+        super().__init__()
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+            setattr(self, name, getattr(resnet, name))
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out = OrderedDict()
+        for i, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
+            x = stage(x)
+            out[str(i)] = x
+        return out
+
+
+def _rename_legacy(state_dict, prefix: str, renames):
+    for old, new in renames:
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+class FeaturePyramid(nn.Module):
+    """FPN: a 1x1 lateral conv per input level, a top-down path (nearest upsampling to the
+    lateral's size, added), a 3x3 output conv per level, and one more level, ``pool``, that
+    keeps every other pixel of the coarsest output (max-pool of kernel 1, stride 2).
+
+    in_channels_list: channels of each input level, finest first; out_channels: of every output.
+    forward(OrderedDict of Tensor[N, C_i, H_i, W_i]) -> OrderedDict (same names + 'pool') of
+    Tensor[N, out_channels, H_i, W_i].
+    """
+
+    _version = 2
+
+    def __init__(self, in_channels_list: List[int], out_channels: int):
+        super().__init__()
+        if any(c <= 0 for c in in_channels_list):
+            raise ValueError(f"in_channels_list must be positive, got {in_channels_list}")
+        # Sequential wrappers: the convs sit at index 0, as in torchvision's keys (N.0.weight)
+        self.inner_blocks = nn.ModuleList(nn.Sequential(nn.Conv2d(c, out_channels, 1)) for c in in_channels_list)
+        self.layer_blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(out_channels, out_channels, 3, padding=1)) for _ in in_channels_list
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                nn.init.zeros_(m.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version", None) is None or local_metadata["version"] < 2:
+            # checkpoints from before the blocks were wrapped: inner_blocks.N.weight
+            n = len(self.inner_blocks)
+            _rename_legacy(
+                state_dict,
+                prefix,
+                [(f"{b}.{i}.{t}", f"{b}.{i}.0.{t}") for b in ("inner_blocks", "layer_blocks") for i in range(n)
+                 for t in ("weight", "bias")],
+            )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+    def forward(self, x: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        names = list(x.keys())
+        feats = list(x.values())
+        inner = self.inner_blocks[-1](feats[-1])
+        results = [self.layer_blocks[-1](inner)]
+        for i in range(len(feats) - 2, -1, -1):
+            lateral = self.inner_blocks[i](feats[i])
+            inner = lateral + F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
+            results.insert(0, self.layer_blocks[i](inner))
+        results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2))
+        return OrderedDict(zip(names + ["pool"], results))
+
+
+class BackboneWithFPN(nn.Module):
+    """body (ResNetBody) then fpn (FeaturePyramid); ``out_channels`` is the FPN's width.
+
+    forward(Tensor[N, 3, H, W]) -> OrderedDict '0', '1', '2', '3', 'pool' (strides 4 ... 64).
+    """
+
+    def __init__(self, body: nn.Module, fpn: nn.Module, out_channels: int):
+        super().__init__()
+        self.body = body
+        self.fpn = fpn
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        return self.fpn(self.body(x))
+
+
+def freeze_resnet_layers(resnet: nn.Module, trainable_layers: int) -> None:
+    """Turns off gradients of all but the last ``trainable_layers`` of layer4, layer3, layer2,
+    layer1, conv1 (5 also trains bn1), as torchvision's detection builders do."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trained.append("bn1")
+    for name, p in resnet.named_parameters():
+        if not any(name.startswith(t) for t in trained):
+            p.requires_grad_(False)
+
+
+def resnet_fpn_backbone(
+    depth: int = 50,
+    weights=None,
+    norm_layer: Optional[Callable[..., nn.Module]] = None,
+    trainable_layers: int = 3,
+    out_channels: int = 256,
+    state_dict: Optional[Mapping] = None,
+) -> BackboneWithFPN:
+    """A torchvision ResNet-``depth`` trunk (``weights``: a torchvision ``ResNet*_Weights`` or
+    None; or ``state_dict``: a ResNet state_dict) with ``norm_layer`` (default BatchNorm2d),
+    frozen below ``trainable_layers``, under an FPN of ``out_channels`` channels on
+    layer1..layer4."""
+    if depth not in _RESNETS:
+        raise ValueError(f"depth must be one of {sorted(_RESNETS)}, got {depth}")
+    resnet = getattr(tv_resnet, _RESNETS[depth])(weights=weights, norm_layer=norm_layer or nn.BatchNorm2d)
+    if state_dict is not None:
+        resnet.load_state_dict(state_dict)
+    freeze_resnet_layers(resnet, trainable_layers)
+    stage2 = resnet.inplanes // 8  # 64 for basic blocks, 256 for bottlenecks
+    in_channels = [stage2 * 2**i for i in range(4)]
+    return BackboneWithFPN(ResNetBody(resnet), FeaturePyramid(in_channels, out_channels), out_channels)

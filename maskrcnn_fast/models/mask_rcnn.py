@@ -1,0 +1,243 @@
+"""The Mask R-CNN module: transform -> backbone -> RPN -> RoI heads -> back to image pixels.
+
+Same arguments, state_dict keys, outputs and losses as torchvision's ``MaskRCNN``; the ops it
+runs on are chosen once by ``ops`` ("fused" or "torch", see ``models/_ops.py``).
+"""
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._ops import OpSet, get_ops
+from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
+from .rpn import RegionProposalNetwork, RPNHead
+from .transform import ImageTransform
+
+__all__ = ["MaskRCNN", "check_inputs"]
+
+_ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
+_ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(_ANCHOR_SIZES)
+
+
+def _where(i: int, name: str = "images") -> str:
+    return f"{name}[{i}]"
+
+
+def check_inputs(
+    images, targets, training: bool, num_channels: int, has_mask: bool, device: Optional[torch.device]
+) -> None:
+    """Raises TypeError / ValueError, naming the offending image or target, for inputs the model
+    cannot take (see MaskRCNN.forward)."""
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"images must be a list of Tensor[{num_channels}, H, W], got {type(images).__name__}")
+    if len(images) == 0:
+        raise ValueError("images must not be empty")
+    for i, im in enumerate(images):
+        if not isinstance(im, Tensor):
+            raise TypeError(f"{_where(i)} must be a Tensor, got {type(im).__name__}")
+        if im.dim() != 3 or im.shape[0] != num_channels:
+            raise ValueError(f"{_where(i)} must be Tensor[{num_channels}, H, W], got shape {tuple(im.shape)}")
+        if not im.is_floating_point():
+            raise TypeError(f"{_where(i)} must be floating point (values in [0, 1]), got {im.dtype}")
+        if im.shape[1] == 0 or im.shape[2] == 0:
+            raise ValueError(f"{_where(i)} is empty: shape {tuple(im.shape)}")
+        if im.device != images[0].device:
+            raise ValueError(f"{_where(i)} is on {im.device} but images[0] is on {images[0].device}")
+    if device is not None and images[0].device != device:
+        raise ValueError(f"images are on {images[0].device} but the model is on {device}")
+
+    if targets is None:
+        if training:
+            raise ValueError("targets are required in training mode")
+        return
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        raise ValueError(f"targets must be a list of {len(images)} dicts, one per image")
+    for i, (t, im) in enumerate(zip(targets, images)):
+        name = f"targets[{i}]"
+        if not isinstance(t, dict):
+            raise TypeError(f"{name} must be a dict, got {type(t).__name__}")
+        for key in ("boxes", "labels") + (("masks",) if has_mask else ()):
+            if key not in t:
+                raise ValueError(f"{name} lacks '{key}'")
+            if not isinstance(t[key], Tensor):
+                raise TypeError(f"{name}['{key}'] must be a Tensor, got {type(t[key]).__name__}")
+            if t[key].device != im.device:
+                raise ValueError(f"{name}['{key}'] is on {t[key].device} but images[{i}] is on {im.device}")
+        boxes, labels = t["boxes"], t["labels"]
+        if boxes.dim() != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"{name}['boxes'] must be Tensor[K, 4], got shape {tuple(boxes.shape)}")
+        if not boxes.is_floating_point():
+            raise TypeError(f"{name}['boxes'] must be floating point, got {boxes.dtype}")
+        k = boxes.shape[0]
+        if labels.dtype != torch.int64 or tuple(labels.shape) != (k,):
+            raise ValueError(
+                f"{name}['labels'] must be int64 Tensor[{k}], got {labels.dtype} shape {tuple(labels.shape)}"
+            )
+        bad = (boxes[:, 2:] <= boxes[:, :2]).any(1)
+        if bad.any():
+            j = int(torch.where(bad)[0][0])
+            raise ValueError(
+                f"{name}['boxes'][{j}] = {boxes[j].tolist()}: boxes must have x2 > x1 and y2 > y1"
+            )
+        if has_mask:
+            masks = t["masks"]
+            want = (k, im.shape[1], im.shape[2])
+            if tuple(masks.shape) != want:
+                raise ValueError(
+                    f"{name}['masks'] must be Tensor[K, H, W] = {list(want)} (the image's size), "
+                    f"got {list(masks.shape)}"
+                )
+
+
+class MaskRCNN(nn.Module):
+    """Mask R-CNN with torchvision's arguments (see ``torchvision.models.detection.MaskRCNN``).
+
+    backbone: module with ``out_channels`` returning an OrderedDict '0'..'3', 'pool'.
+    num_classes: including the background (None only when box_predictor and mask_predictor are
+    given). ops: "fused" (maskrcnn_fast kernels), "torch" (pure PyTorch) or an OpSet.
+
+    forward(images: list of Tensor[3, H, W] float in [0, 1], targets=None):
+      eval: list of dicts boxes Tensor[D, 4] (x1, y1, x2, y2 in the image's pixels), labels
+      int64 Tensor[D], scores Tensor[D], masks float Tensor[D, 1, H, W] (probabilities);
+      training: dict loss_classifier, loss_box_reg, loss_mask, loss_objectness,
+      loss_rpn_box_reg. targets: list of dicts boxes float Tensor[K, 4], labels int64 Tensor[K],
+      masks Tensor[K, H, W] (uint8 or bool).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: Optional[int] = None,
+        *,
+        min_size: Union[int, Sequence[int]] = 800,
+        max_size: int = 1333,
+        image_mean: Optional[Sequence[float]] = None,
+        image_std: Optional[Sequence[float]] = None,
+        rpn_anchor_generator: Optional[nn.Module] = None,
+        rpn_head: Optional[nn.Module] = None,
+        rpn_pre_nms_top_n_train: int = 2000,
+        rpn_pre_nms_top_n_test: int = 1000,
+        rpn_post_nms_top_n_train: int = 2000,
+        rpn_post_nms_top_n_test: int = 1000,
+        rpn_nms_thresh: float = 0.7,
+        rpn_fg_iou_thresh: float = 0.7,
+        rpn_bg_iou_thresh: float = 0.3,
+        rpn_batch_size_per_image: int = 256,
+        rpn_positive_fraction: float = 0.5,
+        rpn_score_thresh: float = 0.0,
+        box_roi_pool: Optional[nn.Module] = None,
+        box_head: Optional[nn.Module] = None,
+        box_predictor: Optional[nn.Module] = None,
+        box_score_thresh: float = 0.05,
+        box_nms_thresh: float = 0.5,
+        box_detections_per_img: int = 100,
+        box_fg_iou_thresh: float = 0.5,
+        box_bg_iou_thresh: float = 0.5,
+        box_batch_size_per_image: int = 512,
+        box_positive_fraction: float = 0.25,
+        bbox_reg_weights: Optional[Sequence[float]] = None,
+        mask_roi_pool: Optional[nn.Module] = None,
+        mask_head: Optional[nn.Module] = None,
+        mask_predictor: Optional[nn.Module] = None,
+        size_divisible: int = 32,
+        fixed_size=None,
+        ops: Union[str, OpSet] = "fused",
+    ):
+        super().__init__()
+        if not hasattr(backbone, "out_channels"):
+            raise ValueError("backbone must have an attribute out_channels (the FPN's width)")
+        if num_classes is None and (box_predictor is None or mask_predictor is None):
+            raise ValueError("num_classes is required unless box_predictor and mask_predictor are given")
+        if num_classes is not None and (box_predictor is not None or mask_predictor is not None):
+            raise ValueError("give num_classes or box_predictor/mask_predictor, not both")
+        self.ops = get_ops(ops)
+        op = self.ops
+        c = backbone.out_channels
+
+        if rpn_anchor_generator is None:
+            rpn_anchor_generator = op.AnchorGenerator(_ANCHOR_SIZES, _ASPECT_RATIOS)
+        if rpn_head is None:
+            rpn_head = RPNHead(c, len(_ANCHOR_SIZES[0]) * len(_ASPECT_RATIOS[0]))
+        rpn = RegionProposalNetwork(
+            rpn_anchor_generator,
+            rpn_head,
+            op.BoxCoder((1.0, 1.0, 1.0, 1.0)),
+            op.batched_nms,
+            rpn_fg_iou_thresh,
+            rpn_bg_iou_thresh,
+            rpn_batch_size_per_image,
+            rpn_positive_fraction,
+            dict(training=rpn_pre_nms_top_n_train, testing=rpn_pre_nms_top_n_test),
+            dict(training=rpn_post_nms_top_n_train, testing=rpn_post_nms_top_n_test),
+            rpn_nms_thresh,
+            rpn_score_thresh,
+        )
+
+        levels = ["0", "1", "2", "3"]
+        if box_roi_pool is None:
+            box_roi_pool = op.MultiScaleRoIAlign(levels, 7, 2)
+        if box_head is None:
+            box_head = TwoMLPHead(c * 7 * 7, 1024)
+        if box_predictor is None:
+            box_predictor = FastRCNNPredictor(1024, num_classes)
+        if mask_roi_pool is None:
+            mask_roi_pool = op.MultiScaleRoIAlign(levels, 14, 2)
+        if mask_head is None:
+            mask_head = MaskRCNNHeads(c, (256, 256, 256, 256), 1)
+        if mask_predictor is None:
+            mask_predictor = MaskRCNNPredictor(256, 256, num_classes)
+        roi_heads = RoIHeads(
+            box_roi_pool,
+            box_head,
+            box_predictor,
+            op.BoxCoder(tuple(bbox_reg_weights) if bbox_reg_weights is not None else (10.0, 10.0, 5.0, 5.0)),
+            op.batched_nms,
+            op.roi_align,
+            box_fg_iou_thresh,
+            box_bg_iou_thresh,
+            box_batch_size_per_image,
+            box_positive_fraction,
+            box_score_thresh,
+            box_nms_thresh,
+            box_detections_per_img,
+            mask_roi_pool,
+            mask_head,
+            mask_predictor,
+        )
+
+        self.transform = ImageTransform(
+            min_size,
+            max_size,
+            image_mean if image_mean is not None else (0.485, 0.456, 0.406),
+            image_std if image_std is not None else (0.229, 0.224, 0.225),
+            size_divisible=size_divisible,
+            fixed_size=fixed_size,
+            paste_masks=op.paste_masks,
+        )
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+
+    def _device(self) -> Optional[torch.device]:
+        p = next(self.parameters(), None)
+        return p.device if p is not None else None
+
+    def forward(
+        self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    ) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        check_inputs(
+            images,
+            targets,
+            self.training,
+            len(self.transform.image_mean),
+            self.roi_heads.has_mask(),
+            self._device(),
+        )
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**head_losses, **rpn_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

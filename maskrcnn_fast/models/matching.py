@@ -1,0 +1,91 @@
+"""Training-target helpers shared by the RPN and the box head: IoU, matcher, sampler.
+
+Same results as torchvision's ``box_iou``, ``Matcher`` and ``BalancedPositiveNegativeSampler``;
+the sampler draws with ``torch.randperm`` in the same order (per image: positives, then
+negatives), so seeded runs sample the same anchors and proposals.
+"""
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["box_iou", "Matcher", "BalancedPositiveNegativeSampler"]
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """boxes1 (Tensor[M, 4]), boxes2 (Tensor[N, 4]) x1, y1, x2, y2 -> IoU Tensor[M, N]."""
+    if not boxes1.is_floating_point():
+        boxes1 = boxes1.float()
+    if not boxes2.is_floating_point():
+        boxes2 = boxes2.float()
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1[:, None] + area2[None, :] - inter)
+
+
+class Matcher:
+    """Assigns each prediction (column of an IoU matrix) the ground truth (row) it overlaps most.
+
+    Returns int64 Tensor[N]: the matched row, or BELOW_LOW_THRESHOLD (-1) when the best IoU is
+    below ``low_threshold``, or BETWEEN_THRESHOLDS (-2) when it is in [low, high). With
+    ``allow_low_quality_matches``, each ground truth also keeps the predictions that overlap it
+    most (ties included), whatever their IoU, matched to their own best ground truth.
+    """
+
+    BELOW_LOW_THRESHOLD = -1
+    BETWEEN_THRESHOLDS = -2
+
+    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False):
+        if low_threshold > high_threshold:
+            raise ValueError(f"low_threshold ({low_threshold}) must be <= high_threshold ({high_threshold})")
+        self.high_threshold = high_threshold
+        self.low_threshold = low_threshold
+        self.allow_low_quality_matches = allow_low_quality_matches
+
+    def __call__(self, quality: Tensor) -> Tensor:
+        """quality (Tensor[M, N]): M ground truths x N predictions."""
+        if quality.numel() == 0:
+            what = "ground-truth boxes" if quality.shape[0] == 0 else "proposal boxes"
+            raise ValueError(f"no {what} available for one of the images during training")
+        best, matches = quality.max(dim=0)
+        best_any = matches.clone() if self.allow_low_quality_matches else None
+        matches[best < self.low_threshold] = self.BELOW_LOW_THRESHOLD
+        matches[(best >= self.low_threshold) & (best < self.high_threshold)] = self.BETWEEN_THRESHOLDS
+        if best_any is not None:
+            best_per_gt = quality.max(dim=1).values
+            preds = torch.where(quality == best_per_gt[:, None])[1]
+            matches[preds] = best_any[preds]
+        return matches
+
+
+class BalancedPositiveNegativeSampler:
+    """Samples up to ``batch_size_per_image`` elements per image, a ``positive_fraction`` of them
+    positive (label >= 1) when there are enough, the rest negative (label == 0); -1 is ignored.
+
+    __call__(labels: list of Tensor[N_i]) -> (pos, neg): lists of bool Tensor[N_i] masks.
+    """
+
+    def __init__(self, batch_size_per_image: int, positive_fraction: float):
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+
+    def __call__(self, labels: List[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
+        pos_masks, neg_masks = [], []
+        for lab in labels:
+            positive = torch.where(lab >= 1)[0]
+            negative = torch.where(lab == 0)[0]
+            num_pos = min(positive.numel(), int(self.batch_size_per_image * self.positive_fraction))
+            num_neg = min(negative.numel(), self.batch_size_per_image - num_pos)
+            pos_pick = positive[torch.randperm(positive.numel(), device=positive.device)[:num_pos]]
+            neg_pick = negative[torch.randperm(negative.numel(), device=negative.device)[:num_neg]]
+            pos = torch.zeros_like(lab, dtype=torch.bool)
+            neg = torch.zeros_like(lab, dtype=torch.bool)
+            pos[pos_pick] = True
+            neg[neg_pick] = True
+            pos_masks.append(pos)
+            neg_masks.append(neg)
+        return pos_masks, neg_masks

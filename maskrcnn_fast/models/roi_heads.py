@@ -1,0 +1,315 @@
+"""Box and mask heads on the RoI features: layers, training targets, losses and inference.
+
+Same results and state_dict keys as torchvision's ``RoIHeads`` with ``TwoMLPHead``,
+``FastRCNNPredictor``, ``MaskRCNNHeads`` and ``MaskRCNNPredictor``. Inference has one seam,
+:meth:`RoIHeads.postprocess_detections` (class scores and deltas in, detections per image out),
+which a fused ``detection_postprocess`` op can replace.
+"""
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .matching import BalancedPositiveNegativeSampler, Matcher, box_iou
+
+__all__ = [
+    "TwoMLPHead",
+    "FastRCNNPredictor",
+    "MaskRCNNHeads",
+    "MaskRCNNPredictor",
+    "RoIHeads",
+    "fastrcnn_loss",
+    "maskrcnn_loss",
+]
+
+
+class TwoMLPHead(nn.Module):
+    """Tensor[K, C, S, S] -> flatten -> fc6 + ReLU -> fc7 + ReLU -> Tensor[K, representation_size]."""
+
+    def __init__(self, in_channels: int, representation_size: int):
+        super().__init__()
+        self.fc6 = nn.Linear(in_channels, representation_size)
+        self.fc7 = nn.Linear(representation_size, representation_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
+
+
+class FastRCNNPredictor(nn.Module):
+    """Tensor[K, D] -> class logits Tensor[K, num_classes], deltas Tensor[K, 4 * num_classes]."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.cls_score = nn.Linear(in_channels, num_classes)
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        x = x.flatten(1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class MaskRCNNHeads(nn.Sequential):
+    """3x3 conv + ReLU per entry of ``layers`` (keys ``N.0.weight``), padding = dilation."""
+
+    _version = 2
+
+    def __init__(self, in_channels: int, layers: Tuple[int, ...], dilation: int = 1):
+        blocks, c = [], in_channels
+        for width in layers:
+            conv = nn.Conv2d(c, width, 3, padding=dilation, dilation=dilation)
+            blocks.append(nn.Sequential(conv, nn.ReLU(inplace=True)))
+            c = width
+        super().__init__(*blocks)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
+        if local_metadata.get("version", None) is None or local_metadata["version"] < 2:
+            # torchvision's COCO_V1 checkpoint names the convs mask_fcn1..mask_fcnN
+            for i in range(len(self)):
+                for t in ("weight", "bias"):
+                    if f"{prefix}mask_fcn{i + 1}.{t}" in state_dict:
+                        state_dict[f"{prefix}{i}.0.{t}"] = state_dict.pop(f"{prefix}mask_fcn{i + 1}.{t}")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
+
+
+class MaskRCNNPredictor(nn.Sequential):
+    """2x transposed conv + ReLU, then a 1x1 conv: Tensor[K, C, S, S] -> logits
+    Tensor[K, num_classes, 2S, 2S]."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int):
+        super().__init__(
+            OrderedDict(
+                conv5_mask=nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0),
+                relu=nn.ReLU(inplace=True),
+                mask_fcn_logits=nn.Conv2d(dim_reduced, num_classes, 1, 1, 0),
+            )
+        )
+        for name, p in self.named_parameters():
+            if "weight" in name:
+                nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+
+
+def fastrcnn_loss(
+    class_logits: Tensor, box_regression: Tensor, labels: List[Tensor], regression_targets: List[Tensor]
+) -> Tuple[Tensor, Tensor]:
+    """Cross-entropy over all sampled proposals; smooth-L1 (beta 1/9) of the positives' deltas
+    for their ground-truth class, summed and divided by the number of sampled proposals."""
+    labels = torch.cat(labels)
+    regression_targets = torch.cat(regression_targets)
+    cls_loss = F.cross_entropy(class_logits, labels)
+    pos = torch.where(labels > 0)[0]
+    box_regression = box_regression.reshape(class_logits.shape[0], -1, 4)
+    box_loss = F.smooth_l1_loss(
+        box_regression[pos, labels[pos]], regression_targets[pos], beta=1 / 9, reduction="sum"
+    )
+    return cls_loss, box_loss / labels.numel()
+
+
+def maskrcnn_loss(
+    mask_logits: Tensor,
+    proposals: List[Tensor],
+    gt_masks: List[Tensor],
+    gt_labels: List[Tensor],
+    matched_idxs: List[Tensor],
+    roi_align: Callable,
+) -> Tensor:
+    """Per-pixel BCE between the logits of each positive proposal's class and its ground-truth
+    mask cut out by the proposal (ROIAlign on the full mask, 1 pixel = 1 unit) and resized to
+    M x M (mask_logits: Tensor[K, C, M, M])."""
+    m = mask_logits.shape[-1]
+    labels = torch.cat([gl[i] for gl, i in zip(gt_labels, matched_idxs)])
+    targets = []
+    for masks, boxes, idx in zip(gt_masks, proposals, matched_idxs):
+        rois = torch.cat([idx[:, None].to(boxes), boxes], 1)
+        targets.append(roi_align(masks[:, None].to(rois), rois, (m, m), 1.0, -1, False)[:, 0])
+    targets = torch.cat(targets)
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0
+    picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
+    return F.binary_cross_entropy_with_logits(picked, targets)
+
+
+class RoIHeads(nn.Module):
+    """Box head (and mask head when ``mask_roi_pool``/``mask_head``/``mask_predictor`` are given).
+
+    box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes and decodes the
+    class-specific deltas (weights ``bbox_reg_weights``); batched_nms, roi_align: callables.
+
+    forward(features dict, proposals list of Tensor[P_i, 4], image_shapes, targets) ->
+    (list of dicts boxes [D, 4], labels [D], scores [D], masks [D, 1, M, M] in eval; dict of
+    losses loss_classifier, loss_box_reg, loss_mask in training).
+    """
+
+    def __init__(
+        self,
+        box_roi_pool: nn.Module,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        box_coder,
+        batched_nms: Callable,
+        roi_align: Callable,
+        fg_iou_thresh: float,
+        bg_iou_thresh: float,
+        batch_size_per_image: int,
+        positive_fraction: float,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+        mask_roi_pool: Optional[nn.Module] = None,
+        mask_head: Optional[nn.Module] = None,
+        mask_predictor: Optional[nn.Module] = None,
+    ):
+        super().__init__()
+        self.box_roi_pool = box_roi_pool
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.box_coder = box_coder
+        self.batched_nms = batched_nms
+        self.roi_align = roi_align
+        self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self.mask_roi_pool = mask_roi_pool
+        self.mask_head = mask_head
+        self.mask_predictor = mask_predictor
+
+    def has_mask(self) -> bool:
+        return self.mask_roi_pool is not None and self.mask_head is not None and self.mask_predictor is not None
+
+    # ---- training targets ---------------------------------------------------------------------
+
+    def assign_targets_to_proposals(
+        self, proposals: List[Tensor], gt_boxes: List[Tensor], gt_labels: List[Tensor]
+    ) -> Tuple[List[Tensor], List[Tensor]]:
+        """-> per image the matched ground-truth index (clamped to >= 0) and the label of each
+        proposal (its ground truth's class, 0 background, -1 ignored)."""
+        matched, labels = [], []
+        for props, gt, gl in zip(proposals, gt_boxes, gt_labels):
+            if gt.numel() == 0:
+                matched.append(torch.zeros(props.shape[0], dtype=torch.int64, device=props.device))
+                labels.append(torch.zeros(props.shape[0], dtype=torch.int64, device=props.device))
+                continue
+            m = self.proposal_matcher(box_iou(gt, props))
+            clamped = m.clamp(min=0)
+            lab = gl[clamped].to(torch.int64)
+            lab[m == Matcher.BELOW_LOW_THRESHOLD] = 0
+            lab[m == Matcher.BETWEEN_THRESHOLDS] = -1
+            matched.append(clamped)
+            labels.append(lab)
+        return matched, labels
+
+    def select_training_samples(self, proposals: List[Tensor], targets: List[Dict[str, Tensor]]):
+        """Adds the ground-truth boxes to the proposals, matches and samples them.
+
+        -> sampled proposals, their matched ground-truth indices, labels and regression targets
+        (lists per image)."""
+        dtype, device = proposals[0].dtype, proposals[0].device
+        gt_boxes = [t["boxes"].to(dtype) for t in targets]
+        gt_labels = [t["labels"] for t in targets]
+        proposals = [torch.cat((p, g)) for p, g in zip(proposals, gt_boxes)]
+        matched, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
+        pos, neg = self.fg_bg_sampler(labels)
+        regression_targets = []
+        for i in range(len(proposals)):
+            keep = torch.where(pos[i] | neg[i])[0]
+            proposals[i], labels[i], matched[i] = proposals[i][keep], labels[i][keep], matched[i][keep]
+            gt = gt_boxes[i] if gt_boxes[i].numel() else torch.zeros((1, 4), dtype=dtype, device=device)
+            regression_targets.append(self.box_coder.encode_single(gt[matched[i]], proposals[i]))
+        return proposals, matched, labels, regression_targets
+
+    # ---- inference ----------------------------------------------------------------------------
+
+    def postprocess_detections(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        proposals: List[Tensor],
+        image_shapes: List[Tuple[int, int]],
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+        """class_logits (Tensor[R, C]), box_regression (Tensor[R, 4C]), proposals (list of
+        Tensor[R_i, 4]) -> per image boxes Tensor[D_i, 4], scores Tensor[D_i], labels
+        Tensor[D_i] (int64, >= 1), D_i <= detections_per_img, by decreasing score.
+
+        Softmax; decode per class and clip to the image; every (proposal, class >= 1) pair is a
+        candidate; drop scores <= score_thresh and boxes under 0.01 px; NMS per class; top-k.
+        """
+        num_classes = class_logits.shape[-1]
+        counts = [p.shape[0] for p in proposals]
+        scores_all = F.softmax(class_logits, -1).split(counts)
+        regression_all = box_regression.split(counts)
+        all_boxes, all_scores, all_labels = [], [], []
+        for props, scores, reg, shape in zip(proposals, scores_all, regression_all, image_shapes):
+            boxes = self.box_coder.decode_single(reg, props, image_size=shape).reshape(-1, num_classes, 4)
+            labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
+            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
+            wh = boxes[:, 2:] - boxes[:, :2]
+            keep = torch.where((scores > self.score_thresh) & (wh >= 1e-2).all(1))[0]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            keep = self.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            all_boxes.append(boxes[keep])
+            all_scores.append(scores[keep])
+            all_labels.append(labels[keep])
+        return all_boxes, all_scores, all_labels
+
+    @staticmethod
+    def mask_probabilities(mask_logits: Tensor, labels: List[Tensor]) -> List[Tensor]:
+        """mask_logits (Tensor[D, C, M, M]) -> per image the sigmoid of each detection's own class,
+        Tensor[D_i, 1, M, M]."""
+        flat = torch.cat(labels)
+        picked = mask_logits[torch.arange(flat.shape[0], device=flat.device), flat][:, None]
+        return list(picked.sigmoid().split([lab.shape[0] for lab in labels]))
+
+    def forward(
+        self,
+        features: Dict[str, Tensor],
+        proposals: List[Tensor],
+        image_shapes: List[Tuple[int, int]],
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+    ) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are required in training mode")
+            proposals, matched, labels, regression_targets = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+
+        result: List[Dict[str, Tensor]] = []
+        losses: Dict[str, Tensor] = {}
+        if self.training:
+            loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+            losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+        else:
+            boxes, scores, det_labels = self.postprocess_detections(
+                class_logits, box_regression, proposals, image_shapes
+            )
+            result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, det_labels)]
+
+        if self.has_mask():
+            if self.training:
+                # only the positive proposals learn masks
+                pos = [torch.where(lab > 0)[0] for lab in labels]
+                mask_proposals = [p[k] for p, k in zip(proposals, pos)]
+                pos_matched = [m[k] for m, k in zip(matched, pos)]
+            else:
+                mask_proposals = [r["boxes"] for r in result]
+            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
+            if self.training:
+                losses["loss_mask"] = maskrcnn_loss(
+                    mask_logits,
+                    mask_proposals,
+                    [t["masks"] for t in targets],
+                    [t["labels"] for t in targets],
+                    pos_matched,
+                    self.roi_align,
+                )
+            else:
+                for r, probs in zip(result, self.mask_probabilities(mask_logits, [r["labels"] for r in result])):
+                    r["masks"] = probs
+        return result, losses

@@ -1,0 +1,182 @@
+"""Input and output transforms of Mask R-CNN: normalise, resize, batch, and back.
+
+Same results as torchvision's ``GeneralizedRCNNTransform``: the resize uses the same
+``F.interpolate`` call (bilinear, ``scale_factor`` with ``recompute_scale_factor=True``), the
+batch is zero-padded to a multiple of ``size_divisible``, and ``postprocess`` scales the boxes back
+with float32 ratios and pastes the masks into the original image.
+"""
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ImageList", "ImageTransform", "resize_boxes", "paste_masks_loop"]
+
+
+class ImageList:
+    """A padded batch and the size of each image inside it.
+
+    tensors: Tensor[N, C, H_pad, W_pad]; image_sizes: list of (h, w), the resized (unpadded) size.
+    """
+
+    def __init__(self, tensors: Tensor, image_sizes: List[Tuple[int, int]]):
+        self.tensors = tensors
+        self.image_sizes = image_sizes
+
+    def to(self, device):
+        return ImageList(self.tensors.to(device), self.image_sizes)
+
+
+def resize_boxes(boxes: Tensor, original_size: Sequence[int], new_size: Sequence[int]) -> Tensor:
+    """boxes (Tensor[N, 4]) x1, y1, x2, y2 in ``original_size`` (h, w) pixels -> ``new_size`` pixels.
+
+    The ratios are float32 tensor divisions, as torchvision computes them, so the boxes are
+    bit-identical to torchvision's.
+    """
+    ratio_h, ratio_w = (
+        torch.tensor(n, dtype=torch.float32, device=boxes.device)
+        / torch.tensor(o, dtype=torch.float32, device=boxes.device)
+        for n, o in zip(new_size, original_size)
+    )
+    x1, y1, x2, y2 = boxes.unbind(1)
+    return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
+
+
+def paste_masks_loop(masks: Tensor, boxes: Tensor, image_shape: Tuple[int, int], padding: int = 1) -> Tensor:
+    """Pastes M x M mask probabilities into an image, one box at a time (the plain-PyTorch path).
+
+    masks (Tensor[N, 1, M, M]); boxes (Tensor[N, 4]) x1, y1, x2, y2 in image pixels;
+    image_shape (h, w). Returns Tensor[N, 1, h, w]. The mask is padded by ``padding`` pixels, its
+    box grown by the same factor and truncated to integers; the mask is resized bilinearly to the
+    box (w = x2 - x1 + 1 pixels) and the part inside the image is written; the rest is 0.
+    """
+    im_h, im_w = int(image_shape[0]), int(image_shape[1])
+    n, m = masks.shape[0], masks.shape[-1]
+    out = masks.new_zeros((n, 1, im_h, im_w))
+    if n == 0:
+        return out
+    scale = float(m + 2 * padding) / m
+    padded = F.pad(masks, (padding,) * 4)
+    half = torch.stack(((boxes[:, 2] - boxes[:, 0]) * 0.5, (boxes[:, 3] - boxes[:, 1]) * 0.5), 1) * scale
+    ctr = torch.stack(((boxes[:, 2] + boxes[:, 0]) * 0.5, (boxes[:, 3] + boxes[:, 1]) * 0.5), 1)
+    grown = torch.cat((ctr - half, ctr + half), 1).to(torch.int64).tolist()  # one host copy for all
+    for i, (bx0, by0, bx1, by1) in enumerate(grown):
+        w, h = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
+        x0, x1 = max(bx0, 0), min(bx1 + 1, im_w)
+        y0, y1 = max(by0, 0), min(by1 + 1, im_h)
+        if x1 <= x0 or y1 <= y0:
+            continue  # box wholly outside the image
+        res = F.interpolate(padded[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
+        out[i, 0, y0:y1, x0:x1] = res[0, 0, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
+    return out
+
+
+class ImageTransform(nn.Module):
+    """Normalises, resizes and batches images (and their targets); maps detections back.
+
+    min_size (int or tuple of int): the shorter side after resizing; in training one is drawn
+    per image (with torch's RNG, as torchvision draws it). max_size (int): the cap on the longer
+    side. image_mean, image_std (3 floats). size_divisible (int): the padded batch's H and W are
+    multiples of it. fixed_size ((w, h) or None): resize to exactly this size instead.
+    paste_masks: callable(masks [N,1,M,M], boxes [N,4], (h, w)) -> [N,1,h,w].
+    """
+
+    def __init__(
+        self,
+        min_size,
+        max_size: int,
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        size_divisible: int = 32,
+        fixed_size: Optional[Tuple[int, int]] = None,
+        paste_masks: Callable = paste_masks_loop,
+    ):
+        super().__init__()
+        self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)
+        self.max_size = max_size
+        self.image_mean = list(image_mean)
+        self.image_std = list(image_std)
+        self.size_divisible = size_divisible
+        self.fixed_size = fixed_size
+        self.paste_masks = paste_masks
+
+    def forward(
+        self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    ) -> Tuple[ImageList, Optional[List[Dict[str, Tensor]]]]:
+        """images: list of Tensor[C, H, W] float; targets: list of dicts (boxes [K, 4] in pixels,
+        masks [K, H, W]), copied, never modified. Returns the padded batch and resized targets."""
+        if targets is not None:
+            targets = [dict(t) for t in targets]
+        resized = []
+        for i, image in enumerate(images):
+            image = self.normalize(image)
+            image, target = self.resize(image, targets[i] if targets is not None else None)
+            resized.append(image)
+            if targets is not None:
+                targets[i] = target
+        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in resized]
+        return ImageList(self.batch_images(resized), sizes), targets
+
+    def normalize(self, image: Tensor) -> Tensor:
+        if not image.is_floating_point():
+            raise TypeError(f"images must be floating point (values in [0, 1]), got {image.dtype}")
+        mean = torch.as_tensor(self.image_mean, dtype=image.dtype, device=image.device)
+        std = torch.as_tensor(self.image_std, dtype=image.dtype, device=image.device)
+        return (image - mean[:, None, None]) / std[:, None, None]
+
+    def _choose_min_size(self) -> int:
+        if not self.training:
+            return self.min_size[-1]
+        # torchvision draws with torch's RNG (not Python's), so seeded runs draw alike
+        return self.min_size[int(torch.empty(1).uniform_(0.0, float(len(self.min_size))).item())]
+
+    def resize(self, image: Tensor, target: Optional[Dict[str, Tensor]] = None):
+        h, w = image.shape[-2:]
+        min_size = self._choose_min_size()
+        if self.fixed_size is not None:
+            kw = dict(size=[self.fixed_size[1], self.fixed_size[0]])
+        else:
+            scale = min(min_size / min(h, w), self.max_size / max(h, w))
+            kw = dict(scale_factor=scale, recompute_scale_factor=True)
+        image = F.interpolate(image[None], mode="bilinear", align_corners=False, **kw)[0]
+        if target is None:
+            return image, target
+        if "masks" in target:
+            masks = target["masks"][:, None].float()
+            target["masks"] = F.interpolate(masks, **kw)[:, 0].byte()
+        target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        return image, target
+
+    def batch_images(self, images: List[Tensor]) -> Tensor:
+        """Zero-pads to the largest H and W of the batch, rounded up to size_divisible."""
+        c = max(im.shape[0] for im in images)
+        stride = float(self.size_divisible)
+        h = int(math.ceil(max(im.shape[1] for im in images) / stride) * stride)
+        w = int(math.ceil(max(im.shape[2] for im in images) / stride) * stride)
+        batch = images[0].new_zeros((len(images), c, h, w))
+        for b, im in zip(batch, images):
+            b[: im.shape[0], : im.shape[1], : im.shape[2]].copy_(im)
+        return batch
+
+    def postprocess(
+        self,
+        result: List[Dict[str, Tensor]],
+        image_shapes: List[Tuple[int, int]],
+        original_image_sizes: List[Tuple[int, int]],
+    ) -> List[Dict[str, Tensor]]:
+        """Boxes back to original pixels; masks [N, 1, M, M] pasted to [N, 1, H, W]."""
+        if self.training:
+            return result
+        for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
+            pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
+            if "masks" in pred:
+                pred["masks"] = self.paste_masks(pred["masks"], pred["boxes"], o_im_s)
+        return result
+
+    def extra_repr(self) -> str:
+        return (
+            f"mean={self.image_mean}, std={self.image_std}, min_size={self.min_size}, "
+            f"max_size={self.max_size}, size_divisible={self.size_divisible}"
+        )
