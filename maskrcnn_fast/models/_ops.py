@@ -32,6 +32,22 @@ class OpSet(SimpleNamespace):
             raise ValueError(f"OpSet {name!r} lacks {missing}")
         super().__init__(name=name, **ops)
 
+    # stateless: copies of a model share the set; pickles of a named set name it
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        if self.name in _FACTORIES:
+            return get_ops, (self.name,)
+        return _rebuild, (self.name, {k: v for k, v in vars(self).items() if k != "name"})
+
+
+def _rebuild(name, ops):
+    return OpSet(name, **ops)
+
 
 def _fused() -> OpSet:
     from .. import ops

@@ -19,10 +19,6 @@ _ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
 _ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(_ANCHOR_SIZES)
 
 
-def _where(i: int, name: str = "images") -> str:
-    return f"{name}[{i}]"
-
-
 def check_inputs(
     images, targets, training: bool, num_channels: int, has_mask: bool, device: Optional[torch.device]
 ) -> None:
@@ -34,15 +30,15 @@ def check_inputs(
         raise ValueError("images must not be empty")
     for i, im in enumerate(images):
         if not isinstance(im, Tensor):
-            raise TypeError(f"{_where(i)} must be a Tensor, got {type(im).__name__}")
+            raise TypeError(f"images[{i}] must be a Tensor, got {type(im).__name__}")
         if im.dim() != 3 or im.shape[0] != num_channels:
-            raise ValueError(f"{_where(i)} must be Tensor[{num_channels}, H, W], got shape {tuple(im.shape)}")
+            raise ValueError(f"images[{i}] must be Tensor[{num_channels}, H, W], got shape {tuple(im.shape)}")
         if not im.is_floating_point():
-            raise TypeError(f"{_where(i)} must be floating point (values in [0, 1]), got {im.dtype}")
+            raise TypeError(f"images[{i}] must be floating point (values in [0, 1]), got {im.dtype}")
         if im.shape[1] == 0 or im.shape[2] == 0:
-            raise ValueError(f"{_where(i)} is empty: shape {tuple(im.shape)}")
+            raise ValueError(f"images[{i}] is empty: shape {tuple(im.shape)}")
         if im.device != images[0].device:
-            raise ValueError(f"{_where(i)} is on {im.device} but images[0] is on {images[0].device}")
+            raise ValueError(f"images[{i}] is on {im.device} but images[0] is on {images[0].device}")
     if device is not None and images[0].device != device:
         raise ValueError(f"images are on {images[0].device} but the model is on {device}")
 
@@ -73,12 +69,11 @@ def check_inputs(
             raise ValueError(
                 f"{name}['labels'] must be int64 Tensor[{k}], got {labels.dtype} shape {tuple(labels.shape)}"
             )
-        bad = (boxes[:, 2:] <= boxes[:, :2]).any(1)
+        bad = boxes[:, 2:] <= boxes[:, :2]  # [K, 2]: no width, no height
         if bad.any():
-            j = int(torch.where(bad)[0][0])
-            raise ValueError(
-                f"{name}['boxes'][{j}] = {boxes[j].tolist()}: boxes must have x2 > x1 and y2 > y1"
-            )
+            j, axis = (int(v) for v in torch.nonzero(bad)[0])
+            rule = "y2 > y1" if axis else "x2 > x1"
+            raise ValueError(f"{name}['boxes'][{j}] = {boxes[j].tolist()}: boxes must have {rule}")
         if has_mask:
             masks = t["masks"]
             want = (k, im.shape[1], im.shape[2])
