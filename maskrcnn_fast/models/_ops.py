@@ -15,8 +15,11 @@ choice. Members:
   ``(features dict, boxes list, image_shapes) -> Tensor[K, C, S, S]``.
 - ``paste_masks(masks [N, 1, M, M], boxes [N, 4], (h, w)) -> Tensor[N, 1, h, w]``.
 """
+import math
 from types import SimpleNamespace
 from typing import Union
+
+from torch import nn
 
 __all__ = ["OpSet", "get_ops", "OP_NAMES"]
 
@@ -65,14 +68,50 @@ def _fused() -> OpSet:
     )
 
 
+def _ref():
+    from ..ops import reference
+
+    return reference
+
+
+class _RefAnchorGenerator(nn.Module):
+    """The AnchorGenerator interface on the reference functions (one size tuple per level)."""
+
+    def __init__(self, sizes, aspect_ratios):
+        super().__init__()
+        self.sizes, self.aspect_ratios = sizes, aspect_ratios
+
+    def num_anchors_per_location(self):
+        return [len(s) * len(a) for s, a in zip(self.sizes, self.aspect_ratios)]
+
+    def forward(self, image_list, feature_maps):
+        f = feature_maps[0]
+        cells = [_ref().cell_anchors(s, a, f.dtype, f.device) for s, a in zip(self.sizes, self.aspect_ratios)]
+        grids = [tuple(fm.shape[-2:]) for fm in feature_maps]
+        return _ref().image_anchors(cells, image_list.tensors.shape[-2:], grids, len(image_list.image_sizes))
+
+
+class _RefBoxCoder:
+    """The BoxCoder interface (encode_single, decode_single with clip) on the reference functions."""
+
+    def __init__(self, weights, bbox_xform_clip: float = math.log(1000.0 / 16)):
+        self.weights, self.bbox_xform_clip = weights, bbox_xform_clip
+
+    def encode_single(self, reference_boxes, proposals):
+        return _ref().encode_boxes(reference_boxes, proposals, self.weights)
+
+    def decode_single(self, rel_codes, boxes, image_size=None):
+        return _ref().decode_boxes(rel_codes, boxes, self.weights, self.bbox_xform_clip, image_size)
+
+
 def _torch() -> OpSet:
     from ..ops import reference as ref
     from .transform import paste_masks_loop
 
     return OpSet(
         "torch",
-        AnchorGenerator=ref.AnchorGenerator,
-        BoxCoder=ref.BoxCoder,
+        AnchorGenerator=_RefAnchorGenerator,
+        BoxCoder=_RefBoxCoder,
         nms=ref.nms,
         batched_nms=ref.batched_nms,
         roi_align=ref.roi_align,
