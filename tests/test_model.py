@@ -17,7 +17,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as t
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
-from maskrcnn_fast.models.transform import ImageTransform
+from maskrcnn_fast.models.transform import ImageTransform, paste_masks_loop
 
 IMPLS = ["fused", "torch"]
 SMALL = dict(
@@ -223,6 +223,23 @@ def test_transform_equal(training):
     pb = ours.postprocess(copy.deepcopy(dets), b.image_sizes, orig)
     for x, y in zip(pa, pb):
         torch.testing.assert_close(y["boxes"], x["boxes"], rtol=0, atol=0)
+
+
+def test_paste_masks_loop_equal():
+    """The plain-PyTorch paste (used until the fused paste op lands) is torchvision's, including
+    boxes that stick out of the image and boxes under one pixel."""
+    from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+    g = torch.Generator().manual_seed(6)
+    masks = torch.rand(6, 1, 28, 28, generator=g)
+    boxes = torch.tensor(
+        [[10.0, 12.0, 60.0, 40.0], [-15.0, -5.0, 30.0, 20.0], [70.0, 50.0, 110.0, 95.0],
+         [5.2, 7.9, 5.6, 8.1], [0.0, 0.0, 90.0, 70.0], [33.3, 21.7, 47.9, 64.4]]
+    )
+    want = paste_masks_in_image(masks, boxes, (70, 90))
+    got = paste_masks_loop(masks, boxes, (70, 90))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert paste_masks_loop(masks[:0], boxes[:0], (70, 90)).shape == (0, 1, 70, 90)
 
 
 # ---- end to end ----------------------------------------------------------------------------------
