@@ -142,6 +142,8 @@ def roi_align(
     if not aligned:
         roi_w = roi_w.clamp(min=1.0)
         roi_h = roi_h.clamp(min=1.0)
+    # Finite corners can still overflow once scaled (inf - inf would make NaN samples).
+    finite = finite & torch.isfinite(roi_w) & torch.isfinite(roi_h)
     bin_h = roi_h / ph_n
     bin_w = roi_w / pw_n
     if sampling_ratio > 0:
