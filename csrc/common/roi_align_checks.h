@@ -17,6 +17,10 @@ inline void check_roi_align_params(const at::Tensor& rois, double spatial_scale,
               pooled_height);
   TORCH_CHECK(pooled_width > 0 && pooled_width <= INT32_MAX, "pooled_width must be positive (and fit in int32), got ",
               pooled_width);
+  // Keeps per-block element counts of the CUDA kernel in int; far beyond any real use.
+  TORCH_CHECK(pooled_height * pooled_width <= (int64_t(1) << 26),
+              "pooled_height * pooled_width must be at most 2^26, got ", pooled_height, " * ",
+              pooled_width);
   TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0,
               "spatial_scale must be positive and finite, got ", spatial_scale);
   TORCH_CHECK(sampling_ratio >= -1 && sampling_ratio <= INT32_MAX,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/roi_align_checks.h"
+#include "common/roi_align_axis.h"
 #include "common/roi_align_math.h"
 
 namespace maskrcnn_fast {
@@ -65,7 +66,10 @@ void for_each_tap_round(const RoiGeometry<acc_t>& g, int pooled_h, int pooled_w,
         const int ix = static_cast<int>(s % g.grid_w);
         const acc_t y = sample_coord(g.start_h, g.bin_h, ph, iy, g.grid_h);
         const acc_t x = sample_coord(g.start_w, g.bin_w, pw, ix, g.grid_w);
-        const Bilinear<acc_t> b = bilinear(y, x, height, width);
+        // The CUDA kernel's decomposition (tables of row and column taps), bitwise the same
+        // as bilinear(y, x, height, width); computing it here lets the CPU tests check it.
+        const Bilinear<acc_t> b =
+            bilinear_from_axes(axis_tap(y, height), axis_tap(x, width));
         ++samples;
         if (!b.valid) continue;
         taps.push_back({b.y_low * sy + b.x_low * sx, b.y_low * sy + b.x_high * sx,
