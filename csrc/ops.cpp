@@ -27,6 +27,16 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: roi_align ----------------------------------------------------------
+  // ROIAlign (Mask R-CNN): input [N, C, H, W], rois [K, 5] = (batch index, x1, y1, x2, y2)
+  // in input pixels -> [K, C, pooled_height, pooled_width]. torchvision.ops.roi_align's schema.
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  // Gradient with respect to input, [batch_size, channels, height, width].
+  m.def(
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
 
   // ---- end section: roi_align ------------------------------------------------------
   //

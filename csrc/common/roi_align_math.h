@@ -49,6 +49,8 @@ MF_HOST_DEVICE RoiGeometry<T> roi_geometry(T x1, T y1, T x2, T y2, T spatial_sca
     roi_w = mf_max(roi_w, T(1));
     roi_h = mf_max(roi_h, T(1));
   }
+  // Finite corners can still overflow once scaled or subtracted (inf - inf = NaN samples).
+  g.valid = g.valid && mf_isfinite(roi_w) && mf_isfinite(roi_h);
   g.bin_h = roi_h / static_cast<T>(pooled_h);
   g.bin_w = roi_w / static_cast<T>(pooled_w);
   if (sampling_ratio > 0) {
@@ -56,10 +58,11 @@ MF_HOST_DEVICE RoiGeometry<T> roi_geometry(T x1, T y1, T x2, T y2, T spatial_sca
     g.grid_w = sampling_ratio;
   } else if (g.valid) {
     // ceil of a negative size (inverted aligned ROI) is <= 0: no samples, count 1, output 0.
+    // Clamped below before the int conversion: a huge negative float does not fit an int.
     const T gh = ceil(roi_h / static_cast<T>(pooled_h));
     const T gw = ceil(roi_w / static_cast<T>(pooled_w));
-    g.grid_h = gh > T(kMaxAdaptiveGrid) ? kMaxAdaptiveGrid : static_cast<int>(gh);
-    g.grid_w = gw > T(kMaxAdaptiveGrid) ? kMaxAdaptiveGrid : static_cast<int>(gw);
+    g.grid_h = gh > T(kMaxAdaptiveGrid) ? kMaxAdaptiveGrid : (gh > T(0) ? static_cast<int>(gh) : 0);
+    g.grid_w = gw > T(kMaxAdaptiveGrid) ? kMaxAdaptiveGrid : (gw > T(0) ? static_cast<int>(gw) : 0);
   } else {
     g.grid_h = 0;
     g.grid_w = 0;
@@ -92,7 +95,9 @@ struct Bilinear {
 template <typename T>
 MF_HOST_DEVICE Bilinear<T> bilinear(T y, T x, int height, int width) {
   Bilinear<T> b;
-  if (y < T(-1) || y > static_cast<T>(height) || x < T(-1) || x > static_cast<T>(width) ||
+  // Written as !(inside) so that a NaN coordinate is outside too: it must never reach the
+  // int conversion below.
+  if (!(y >= T(-1) && y <= static_cast<T>(height) && x >= T(-1) && x <= static_cast<T>(width)) ||
       height <= 0 || width <= 0) {
     b.y_low = b.y_high = b.x_low = b.x_high = 0;
     b.w1 = b.w2 = b.w3 = b.w4 = T(0);
