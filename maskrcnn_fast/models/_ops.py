@@ -19,6 +19,7 @@ import math
 from types import SimpleNamespace
 from typing import Union
 
+import torch
 from torch import nn
 
 __all__ = ["OpSet", "get_ops", "OP_NAMES"]
@@ -104,6 +105,30 @@ class _RefBoxCoder:
         return _ref().decode_boxes(rel_codes, boxes, self.weights, self.bbox_xform_clip, image_size)
 
 
+class _RefMultiScaleRoIAlign(nn.Module):
+    """The MultiScaleRoIAlign interface on the reference multilevel_roi_align. The scales are
+    torchvision's: 2 ** round(log2(H_l / largest image height)), inferred on the first call."""
+
+    def __init__(self, featmap_names, output_size, sampling_ratio, *, canonical_scale=224, canonical_level=4):
+        super().__init__()
+        self.featmap_names = list(featmap_names)
+        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        self.sampling_ratio = sampling_ratio
+        self.canonical_scale, self.canonical_level = canonical_scale, canonical_level
+        self.scales = None
+
+    def forward(self, x, boxes, image_shapes):
+        feats = [v for k, v in x.items() if k in self.featmap_names]
+        if self.scales is None:
+            max_h = max(int(s[0]) for s in image_shapes)
+            # in float32, as torchvision rounds it
+            self.scales = [2.0 ** float(torch.tensor(f.shape[-2] / max_h).log2().round()) for f in feats]
+        return _ref().multilevel_roi_align(
+            feats, boxes, self.output_size, self.scales, self.sampling_ratio, False,
+            self.canonical_scale, self.canonical_level,
+        )
+
+
 def _torch() -> OpSet:
     from ..ops import reference as ref
     from .transform import paste_masks_loop
@@ -115,7 +140,7 @@ def _torch() -> OpSet:
         nms=ref.nms,
         batched_nms=ref.batched_nms,
         roi_align=ref.roi_align,
-        MultiScaleRoIAlign=ref.MultiScaleRoIAlign,
+        MultiScaleRoIAlign=_RefMultiScaleRoIAlign,
         paste_masks=getattr(ref, "paste_masks", paste_masks_loop),
     )
 
