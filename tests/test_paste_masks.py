@@ -82,6 +82,19 @@ def test_float64_and_reference_float32(device, seed):
                                atol=ATOL32, rtol=0)
 
 
+def test_non_square_masks(device, seed):
+    # torchvision scales boxes by the width's (M + 2 padding) / M and pads both sides.
+    h, w = 37, 53
+    boxes = _boxes(24, h, w)
+    masks = torch.rand(24, 1, 20, 28)
+    out = paste_masks(masks.to(device), boxes.to(device), (h, w), padding=2).cpu()
+    ok = _tv_can_paste(boxes, 28, 2, h, w)
+    tv = paste_masks_in_image(masks[ok], boxes[ok], (h, w), padding=2)
+    assert (out[ok] - tv).abs().max().item() <= ATOL32
+    expected = ref.paste_masks(masks.double(), boxes, (h, w), padding=2)
+    assert (out.double() - expected).abs().max().item() <= ATOL32
+
+
 def test_wholly_outside_and_degenerate(device):
     masks = torch.rand(6, 1, 28, 28)
     boxes = torch.tensor([
@@ -124,7 +137,8 @@ def test_batched_images_of_different_sizes(device, seed):
         masks.append(torch.rand(c, 1, 28, 28))
         boxes.append(_boxes(c, h, w) if c else torch.zeros(0, 4))
         index.append(torch.full((c,), i, dtype=torch.int64))
-    masks, boxes, index = torch.cat(masks), torch.cat(boxes), torch.cat(index)
+    perm = torch.randperm(16)  # images interleaved
+    masks, boxes, index = torch.cat(masks)[perm], torch.cat(boxes)[perm], torch.cat(index)[perm]
     out = paste_masks_batched(masks.to(device), boxes.to(device), index.to(device), sizes).cpu()
     assert out.shape == (16, 1, 45, 60)
     expected = ref.paste_masks_batched(masks.double(), boxes, index, sizes)
