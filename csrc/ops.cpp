@@ -49,6 +49,14 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: paste_masks --------------------------------------------------------
+  // masks [N, M, M] (or [N, 1, M, M]), boxes [N, 4] in output pixels, image_index [N] int64
+  // (None: all in image 0), image_sizes [B, 2] int64 (h, w) (None: every image is
+  // out_height x out_width). Returns [N, out_height, out_width]: masks' dtype, or uint8
+  // (probability > threshold) when a threshold is given. Pixels outside a mask's own image
+  // are 0, so the shape depends on the arguments only.
+  m.def(
+      "paste_masks(Tensor masks, Tensor boxes, Tensor? image_index, Tensor? image_sizes, "
+      "SymInt out_height, SymInt out_width, int padding=1, float? threshold=None) -> Tensor");
 
   // ---- end section: paste_masks ----------------------------------------------------
   //
