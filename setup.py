@@ -76,7 +76,9 @@ def _extensions():
     sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # Exact float arithmetic on both sides: no contraction into FMA, so the CPU kernel and
     # the CUDA kernel round the same way.
-    cxx = ["-O3", "-ffp-contract=off"]
+    # -fopenmp: at::parallel_for is a header template that runs serially unless the extension
+    # itself is compiled with OpenMP (torch's own libgomp is the one loaded at run time).
+    cxx = ["-O3", "-ffp-contract=off", "-fopenmp"]
     define_macros = []
     kwargs = {}
     if with_cuda:
@@ -97,6 +99,7 @@ def _extensions():
             sources,
             include_dirs=[os.path.join(ROOT, "csrc")],
             define_macros=define_macros,
+            extra_link_args=["-fopenmp"],
             **kwargs,
         )
     ]
