@@ -4,9 +4,20 @@
 // Semantics are torchvision's AnchorGenerator.grid_anchors, BoxCoder.decode_single /
 // encode_single and clip_boxes_to_image. The order of float operations follows torchvision's
 // tensor expressions one rounding at a time, so float32 and float64 results agree with it
-// bitwise except where exp/log themselves round differently (<= 1 ulp of that function).
-// Half and bfloat16 compute in float (opmath) and round once at the end.
+// bitwise except where exp/log round differently: torch's vectorised exp/log are within 1-2 ulp
+// of ours, which are (nearly always) correctly rounded. Half and bfloat16 compute in float
+// (opmath) and round once at the end. Float exp/log are our own (below), so CPU and CUDA agree
+// bitwise for float, half and bfloat16; double uses each platform's libm exp/log.
+#include <cstring>
+
 #include "common/macros.h"
+
+// Host compilers must inline the per-box math into the CPU loops, or those cannot vectorise.
+#if defined(__CUDACC__) || defined(__HIPCC__) || !defined(__GNUC__)
+#define MF_BOX_INLINE MF_HOST_DEVICE
+#else
+#define MF_BOX_INLINE inline __attribute__((always_inline))
+#endif
 
 namespace maskrcnn_fast {
 
@@ -14,9 +25,77 @@ namespace maskrcnn_fast {
 // layout by value (no host-to-device copy, so it can be captured in a CUDA graph).
 constexpr int kMaxAnchorLevels = 16;
 
-MF_HOST_DEVICE float mf_exp(float v) { return expf(v); }
+template <typename To, typename From>
+MF_BOX_INLINE To mf_bit_cast(From v) {
+  static_assert(sizeof(To) == sizeof(From), "mf_bit_cast: sizes differ");
+  To r;
+  memcpy(&r, &v, sizeof(r));
+  return r;
+}
+
+// exp of a float, computed in double and rounded once: agrees with the correctly rounded
+// result except in about 1 case in 10^7 (then by 1 ulp), like libm's expf, but it is branch-free
+// straight-line arithmetic, so the CPU loops vectorise, and CPU and CUDA give identical bits.
+// x = n ln2 + r with |r| <= ln2 / 2; exp(r) by its Taylor series to r^10 (relative error
+// < 3e-13); 2^n built in the exponent field. The clamp to [-200, 200] keeps n in range and
+// still gives 0 and +Inf after rounding to float; NaN propagates through r.
+MF_BOX_INLINE float mf_exp(float xf) {
+  double x = static_cast<double>(xf);
+  x = x > 200.0 ? 200.0 : x;
+  x = x < -200.0 ? -200.0 : x;
+  const double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const double t = x * 1.4426950408889634 + kRound;
+  const double n = t - kRound;
+  const int64_t ni = mf_bit_cast<int64_t>(t) - mf_bit_cast<int64_t>(kRound);
+  const double r = x - n * 0.6931471805599453;
+  double p = 1.0 / 3628800;
+  p = p * r + 1.0 / 362880;
+  p = p * r + 1.0 / 40320;
+  p = p * r + 1.0 / 5040;
+  p = p * r + 1.0 / 720;
+  p = p * r + 1.0 / 120;
+  p = p * r + 1.0 / 24;
+  p = p * r + 1.0 / 6;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const double two_n = mf_bit_cast<double>(static_cast<uint64_t>(ni + 1023) << 52);
+  return static_cast<float>(p * two_n);
+}
 MF_HOST_DEVICE double mf_exp(double v) { return exp(v); }
-MF_HOST_DEVICE float mf_log(float v) { return logf(v); }
+
+// log of a float, computed in double and rounded once, branch-free for the same reasons as
+// mf_exp. x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1),
+// |s| < 0.172, by its series to s^15 (relative error < 1e-14). Near x = 1, e = 0: no
+// cancellation. 0 -> -Inf, negative -> NaN, +Inf -> +Inf, NaN -> NaN.
+MF_BOX_INLINE float mf_log(float xf) {
+  const uint32_t raw = mf_bit_cast<uint32_t>(xf);
+  // Subnormals: scale by 2^23 (exact) so that the exponent field is meaningful.
+  const bool sub = raw < 0x00800000u;
+  const uint32_t bits = mf_bit_cast<uint32_t>(sub ? xf * 8388608.0f : xf);
+  int32_t e = static_cast<int32_t>((bits >> 23) & 0xffu) - (sub ? 150 : 127);
+  double m = static_cast<double>(mf_bit_cast<float>((bits & 0x007fffffu) | 0x3f800000u));
+  const bool high = m > 1.4142135623730951;
+  m = high ? m * 0.5 : m;
+  e = high ? e + 1 : e;
+  const double s = (m - 1.0) / (m + 1.0);
+  const double s2 = s * s;
+  double q = 1.0 / 15;
+  q = q * s2 + 1.0 / 13;
+  q = q * s2 + 1.0 / 11;
+  q = q * s2 + 1.0 / 9;
+  q = q * s2 + 1.0 / 7;
+  q = q * s2 + 1.0 / 5;
+  q = q * s2 + 1.0 / 3;
+  q = q * s2 + 1.0;
+  double r = (2.0 * s) * q + static_cast<double>(e) * 0.6931471805599453;
+  const double inf = mf_bit_cast<double>(static_cast<uint64_t>(0x7ff0000000000000ull));
+  r = xf == 0.0f ? -inf : r;
+  r = xf < 0.0f ? inf - inf : r;
+  r = xf == static_cast<float>(inf) ? inf : r;
+  r = xf != xf ? static_cast<double>(xf) : r;
+  return static_cast<float>(r);
+}
 MF_HOST_DEVICE double mf_log(double v) { return log(v); }
 
 // ---- anchors -------------------------------------------------------------------------
@@ -93,7 +172,7 @@ struct BoxFrame {
 };
 
 template <typename acc_t>
-MF_HOST_DEVICE BoxFrame<acc_t> box_frame(acc_t x1, acc_t y1, acc_t x2, acc_t y2) {
+MF_BOX_INLINE BoxFrame<acc_t> box_frame(acc_t x1, acc_t y1, acc_t x2, acc_t y2) {
   BoxFrame<acc_t> f;
   f.w = x2 - x1;
   f.h = y2 - y1;
@@ -104,15 +183,16 @@ MF_HOST_DEVICE BoxFrame<acc_t> box_frame(acc_t x1, acc_t y1, acc_t x2, acc_t y2)
 
 // NaN stays NaN (torch.clamp propagates it): both comparisons are false for NaN.
 template <typename acc_t>
-MF_HOST_DEVICE acc_t clamp_nan(acc_t v, acc_t lo, acc_t hi) {
+MF_BOX_INLINE acc_t clamp_nan(acc_t v, acc_t lo, acc_t hi) {
   v = v < lo ? lo : v;
   return v > hi ? hi : v;
 }
 
-// Decodes one (dx, dy, dw, dh) against frame f into x1, y1, x2, y2, optionally clipped.
+// Decodes one (dx, dy, dw, dh) against frame f into x1, y1, x2, y2, clipped if `clip` (p.clip
+// passed separately: CPU loops make it a compile-time constant, a branch blocks vectorising).
 template <typename acc_t>
-MF_HOST_DEVICE void decode_box(const BoxFrame<acc_t>& f, acc_t c0, acc_t c1, acc_t c2, acc_t c3,
-                               const DecodeParams<acc_t>& p, acc_t* out) {
+MF_BOX_INLINE void decode_box(const BoxFrame<acc_t>& f, acc_t c0, acc_t c1, acc_t c2, acc_t c3,
+                              const DecodeParams<acc_t>& p, bool clip, acc_t* out) {
   const acc_t dx = c0 / p.wx;
   const acc_t dy = c1 / p.wy;
   acc_t dw = c2 / p.ww;
@@ -127,7 +207,7 @@ MF_HOST_DEVICE void decode_box(const BoxFrame<acc_t>& f, acc_t c0, acc_t c1, acc
   acc_t y1 = ctr_y - half_h;
   acc_t x2 = ctr_x + half_w;
   acc_t y2 = ctr_y + half_h;
-  if (p.clip) {
+  if (clip) {
     x1 = clamp_nan(x1, p.lo, p.img_w);
     y1 = clamp_nan(y1, p.lo, p.img_h);
     x2 = clamp_nan(x2, p.lo, p.img_w);
@@ -141,8 +221,8 @@ MF_HOST_DEVICE void decode_box(const BoxFrame<acc_t>& f, acc_t c0, acc_t c1, acc
 
 // The regression target (dx, dy, dw, dh) that moves proposal p onto reference box r.
 template <typename acc_t>
-MF_HOST_DEVICE void encode_box(const BoxFrame<acc_t>& r, const BoxFrame<acc_t>& p, acc_t wx,
-                               acc_t wy, acc_t ww, acc_t wh, acc_t* out) {
+MF_BOX_INLINE void encode_box(const BoxFrame<acc_t>& r, const BoxFrame<acc_t>& p, acc_t wx,
+                              acc_t wy, acc_t ww, acc_t wh, acc_t* out) {
   out[0] = wx * (r.cx - p.cx) / p.w;
   out[1] = wy * (r.cy - p.cy) / p.h;
   out[2] = ww * mf_log(r.w / p.w);

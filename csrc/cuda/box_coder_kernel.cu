@@ -33,7 +33,7 @@ __global__ void decode_boxes_kernel(const T* __restrict__ codes, const T* __rest
     const BoxFrame<acc_t> f = box_frame<acc_t>(b[0], b[1], b[2], b[3]);
     const T* c = codes + i * 4;
     acc_t r[4];
-    decode_box<acc_t>(f, c[0], c[1], c[2], c[3], p, r);
+    decode_box<acc_t>(f, c[0], c[1], c[2], c[3], p, p.clip, r);
     T* o = out + i * 4;
     o[0] = static_cast<T>(r[0]);
     o[1] = static_cast<T>(r[1]);
