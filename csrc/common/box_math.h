@@ -118,9 +118,16 @@ struct AnchorLayout {
 // One coordinate of a grid anchor: the integer shift is first rounded to the output type, the
 // sum is rounded once (torchvision adds an int32 shift grid to the cell anchors of type T).
 template <typename T, typename acc_t>
+MF_HOST_DEVICE T anchor_shift(int64_t shift) {
+  return static_cast<T>(static_cast<acc_t>(shift));
+}
+template <typename T, typename acc_t>
+MF_HOST_DEVICE T anchor_add(T shift, T cell) {
+  return static_cast<T>(static_cast<acc_t>(shift) + static_cast<acc_t>(cell));
+}
+template <typename T, typename acc_t>
 MF_HOST_DEVICE T anchor_coord(int64_t shift, T cell) {
-  const T s = static_cast<T>(static_cast<acc_t>(shift));
-  return static_cast<T>(static_cast<acc_t>(s) + static_cast<acc_t>(cell));
+  return anchor_add<T, acc_t>(anchor_shift<T, acc_t>(shift), cell);
 }
 
 // Writes anchor (x, y, a) of a level: the cell anchor a moved to (x * stride_w, y * stride_h).
