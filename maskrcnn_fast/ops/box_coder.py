@@ -39,9 +39,12 @@ def decode_boxes(
 
     Returns:
         Tensor[K, 4 * C] of rel_codes' dtype: x1, y1, x2, y2 per class. float32 and float64
-        agree with torchvision bitwise or within the rounding of exp. A NaN delta gives NaN
-        coordinates (clipping keeps NaN, as torch.clamp does); +Inf dw/dh is clamped to
-        bbox_xform_clip; an infinite dx/dy gives infinite (or, clipped, 0 / border) coordinates.
+        follow torchvision's operation order: bitwise equal but for the rounding of exp (torch's
+        vectorised exp is within 1-2 ulp of ours), which can move a coordinate by a few ulp of
+        the box's magnitude. Half and bfloat16 are computed in float, rounded once. A NaN
+        delta gives NaN coordinates (clipping keeps NaN, as torch.clamp does); +Inf dw/dh is
+        clamped to bbox_xform_clip; an infinite dx/dy gives infinite (clipped: 0 or the border)
+        coordinates.
     """
     size = None if image_size is None else [image_size[0], image_size[1]]
     return torch.ops.maskrcnn_fast.decode_boxes(
@@ -62,7 +65,9 @@ def encode_boxes(
         weights (4 floats or Tensor[4]): (wx, wy, ww, wh), rounded to reference_boxes' dtype.
 
     Returns:
-        Tensor[K, 4] (dx, dy, dw, dh) in the promoted dtype of the two inputs. Degenerate
+        Tensor[K, 4] (dx, dy, dw, dh) in the promoted dtype of the two inputs (mixed dtypes are
+        cast to it first). dx, dy are bitwise torchvision's; dw, dh up to the rounding of log.
+        Degenerate
         (zero-size) proposals give +-Inf or NaN, as in torchvision; NaN inputs give NaN.
     """
     return torch.ops.maskrcnn_fast.encode_boxes(reference_boxes, proposals, _weights(weights))
