@@ -79,7 +79,7 @@ at::Tensor grid_anchors_cpu(const at::Tensor& cell_anchors, at::IntArrayRef num_
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* cell_ptr = cell.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
-    // About 1 ns per anchor: chunks of 16k keep the thread hand-off cost small.
+    // Under 1 ns per anchor: chunks of 16k keep the thread hand-off cost small.
     at::parallel_for(0, layout.total, 16384, [&](int64_t begin, int64_t end) {
       anchors_chunk<scalar_t, acc_t>(layout, cell_ptr, out_ptr, begin, end);
     });
