@@ -15,6 +15,17 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(maskrcnn_fast, m) {
   // ---- section: anchors, box coder -------------------------------------------------
+  // Anchors of all FPN levels, one launch: cell_anchors [sum A_l, 4] (levels concatenated),
+  // num_cell_anchors [A_l], grid_sizes and strides flattened (h, w) pairs per level.
+  // Returns [sum_l H_l * W_l * A_l, 4]: per level, per location (y-major), per cell anchor.
+  m.def("grid_anchors(Tensor cell_anchors, int[] num_cell_anchors, SymInt[] grid_sizes, "
+        "SymInt[] strides) -> Tensor");
+  // rel_codes [K, 4 * C] against boxes [K, 4] -> [K, 4 * C]; clipped to image_size (h, w)
+  // when given.
+  m.def("decode_boxes(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip, "
+        "SymInt[]? image_size=None) -> Tensor");
+  // Regression targets [K, 4] of proposals [K, 4] towards reference_boxes [K, 4].
+  m.def("encode_boxes(Tensor reference_boxes, Tensor proposals, float[] weights) -> Tensor");
 
   // ---- end section: anchors, box coder ---------------------------------------------
   //
