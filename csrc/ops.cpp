@@ -15,6 +15,17 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(maskrcnn_fast, m) {
   // ---- section: anchors, box coder -------------------------------------------------
+  // Anchors of all FPN levels, one launch: cell_anchors [sum A_l, 4] (levels concatenated),
+  // num_cell_anchors [A_l], grid_sizes and strides flattened (h, w) pairs per level.
+  // Returns [sum_l H_l * W_l * A_l, 4]: per level, per location (y-major), per cell anchor.
+  m.def("grid_anchors(Tensor cell_anchors, int[] num_cell_anchors, SymInt[] grid_sizes, "
+        "SymInt[] strides) -> Tensor");
+  // rel_codes [K, 4 * C] against boxes [K, 4] -> [K, 4 * C]; clipped to image_size (h, w)
+  // when given.
+  m.def("decode_boxes(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip, "
+        "SymInt[]? image_size=None) -> Tensor");
+  // Regression targets [K, 4] of proposals [K, 4] towards reference_boxes [K, 4].
+  m.def("encode_boxes(Tensor reference_boxes, Tensor proposals, float[] weights) -> Tensor");
 
   // ---- end section: anchors, box coder ---------------------------------------------
   //
@@ -49,6 +60,14 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: paste_masks --------------------------------------------------------
+  // masks [N, M, M] (or [N, 1, M, M]), boxes [N, 4] in output pixels, image_index [N] int64
+  // (None: all in image 0), image_sizes [B, 2] int64 (h, w) (None: every image is
+  // out_height x out_width). Returns [N, out_height, out_width]: masks' dtype, or uint8
+  // (probability > threshold) when a threshold is given. Pixels outside a mask's own image
+  // are 0, so the shape depends on the arguments only.
+  m.def(
+      "paste_masks(Tensor masks, Tensor boxes, Tensor? image_index, Tensor? image_sizes, "
+      "SymInt out_height, SymInt out_width, int padding=1, float? threshold=None) -> Tensor");
 
   // ---- end section: paste_masks ----------------------------------------------------
   //

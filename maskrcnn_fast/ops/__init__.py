@@ -4,6 +4,7 @@ from .box_coder import BoxCoder, decode_boxes, encode_boxes
 from .nms import batched_nms, nms
 from .roi_align import RoIAlign, roi_align
 from .multilevel_roi_align import MultiScaleRoIAlign, multilevel_roi_align
+from .paste_masks import paste_masks, paste_masks_batched
 from . import reference
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "roi_align",
     "MultiScaleRoIAlign",
     "multilevel_roi_align",
+    "paste_masks",
+    "paste_masks_batched",
     "reference",
 ]
