@@ -53,21 +53,20 @@ inline uint64_t descending_key(double x) {
   return ~u;
 }
 
-// Stable LSD radix sort of (keys, vals) by keys, one byte per pass; bytes that every key
-// shares are skipped (scores in [0, 1] or 80 categories need few passes).
+// Stable LSD radix sort of (keys, vals) by the low `bytes` bytes of keys (the others must be
+// 0), one byte per pass; bytes that every key shares are skipped.
 template <typename K>
-void radix_sort_pairs(std::vector<K>& keys, std::vector<int32_t>& vals) {
-  constexpr int kBytes = sizeof(K);
+void radix_sort_pairs(std::vector<K>& keys, std::vector<int32_t>& vals, int bytes = sizeof(K)) {
   const int64_t n = static_cast<int64_t>(keys.size());
-  std::vector<std::array<int64_t, 256>> hist(kBytes);
+  std::vector<std::array<int64_t, 256>> hist(bytes);
   for (auto& h : hist) h.fill(0);
   for (int64_t i = 0; i < n; ++i) {
     const K k = keys[i];
-    for (int d = 0; d < kBytes; ++d) ++hist[d][(k >> (8 * d)) & 0xff];
+    for (int d = 0; d < bytes; ++d) ++hist[d][(k >> (8 * d)) & 0xff];
   }
   std::vector<K> keys2(n);
   std::vector<int32_t> vals2(n);
-  for (int d = 0; d < kBytes; ++d) {
+  for (int d = 0; d < bytes; ++d) {
     auto& h = hist[d];
     if (*std::max_element(h.begin(), h.end()) == n) continue;
     int64_t sum = 0;
@@ -201,34 +200,36 @@ void move_live(const Work<T>& w, int64_t to, int64_t from, int64_t len) {
 template <typename T, typename F>
 void greedy_nms(const Work<T>& w, int64_t n, T thr, bool parallel, F&& on_keep) {
   std::memset(w.dead, 0, n);
-  std::vector<int64_t> kept;
-  kept.reserve(kBlock);
+  // No heap allocation unless a pass is split: categories of a few boxes are common.
+  int64_t kept[kBlock];
+  int64_t nkept = 0;
   const int64_t nthreads = parallel ? at::get_num_threads() : 1;
-  std::vector<int64_t> ends(std::max<int64_t>(nthreads, 1));
+  std::vector<int64_t> ends;
   int64_t m = n;  // [0, m): boxes kept so far, then boxes not suppressed yet
   for (int64_t i = 0; i < m;) {
     const int64_t be = std::min(i + kBlock, m);
-    kept.clear();
+    nkept = 0;
     for (int64_t p = i; p < be; ++p) {
       if (w.dead[p]) continue;
-      kept.push_back(p);
+      kept[nkept++] = p;
       on_keep(w.id[p]);
       suppress_range(w, p, p + 1, be, thr);
     }
     const int64_t rest = m - be;
     if (rest > 0) {
-      const int64_t work = rest * static_cast<int64_t>(kept.size());
+      const int64_t work = rest * nkept;
       const int64_t nchunks =
           (nthreads > 1 && work >= kParallelWork) ? std::min(nthreads, rest / kMinChunk) : 1;
       if (nchunks <= 1) {
-        for (int64_t k : kept) suppress_range(w, k, be, m, thr);
+        for (int64_t k = 0; k < nkept; ++k) suppress_range(w, kept[k], be, m, thr);
         m = compact(w, be, m);
       } else {
+        ends.resize(nchunks);
         auto chunk_lo = [&](int64_t c) { return be + rest * c / nchunks; };
         at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
           for (int64_t c = c0; c < c1; ++c) {
             const int64_t lo = chunk_lo(c), hi = chunk_lo(c + 1);
-            for (int64_t k : kept) suppress_range(w, k, lo, hi, thr);
+            for (int64_t k = 0; k < nkept; ++k) suppress_range(w, kept[k], lo, hi, thr);
             ends[c] = compact(w, lo, hi);
           }
         });
@@ -310,11 +311,15 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes, const at::Tensor& scores,
     const std::vector<int32_t> by_score =
         score_order<scalar_t, T>(s.data_ptr<scalar_t>(), n, keys);
     // Then stably by category: (category, descending score) order, categories contiguous.
-    const uint64_t cmin = static_cast<uint64_t>(*std::min_element(c, c + n));
+    const auto range = std::minmax_element(c, c + n);
+    const uint64_t cmin = static_cast<uint64_t>(*range.first);
+    const uint64_t span = static_cast<uint64_t>(*range.second) - cmin;
+    int bytes = 1;
+    while (bytes < 8 && (span >> (8 * bytes)) != 0) ++bytes;
     std::vector<uint64_t> ckeys(n);
     for (int64_t p = 0; p < n; ++p) ckeys[p] = static_cast<uint64_t>(c[by_score[p]]) - cmin;
     std::vector<int32_t> order = by_score;
-    radix_sort_pairs(ckeys, order);
+    radix_sort_pairs(ckeys, order, bytes);
 
     Work<T> w(n);
     gather_boxes(w, b.data_ptr<scalar_t>(), order.data(), n);
