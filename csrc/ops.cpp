@@ -32,6 +32,10 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: nms ----------------------------------------------------------------
+  // Indices (int64) of the kept boxes, in descending score order; the size depends on the data.
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  // Boxes of different idxs never suppress each other; one segmented pass, no offset trick.
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
 
   // ---- end section: nms ------------------------------------------------------------
   //
