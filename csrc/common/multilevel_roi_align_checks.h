@@ -1,0 +1,91 @@
+#pragma once
+// Input checks of multilevel_roi_align and its backward, called by the CPU and the CUDA entry
+// points alike so that both raise the same messages. Host only.
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+#include "common/checks.h"
+#include "common/multilevel_math.h"
+
+namespace maskrcnn_fast {
+
+inline void check_multilevel_params(const at::Tensor& rois, c10::ArrayRef<double> scales,
+                                    int64_t num_levels, int64_t pooled_height,
+                                    int64_t pooled_width, int64_t sampling_ratio,
+                                    int64_t canonical_scale, double eps) {
+  check_floating(rois, "rois");
+  check_dim(rois, 2, "rois", "Tensor[K, 5] (batch index, x1, y1, x2, y2)");
+  check_last_dim(rois, 5, "rois", "Tensor[K, 5] (batch index, x1, y1, x2, y2)");
+  TORCH_CHECK(num_levels >= 1 && num_levels <= kMaxLevels, "features must hold 1 to ",
+              kMaxLevels, " feature maps, got ", num_levels);
+  TORCH_CHECK(static_cast<int64_t>(scales.size()) == num_levels,
+              "scales must have one entry per feature map (", num_levels, "), got ",
+              scales.size());
+  for (double s : scales) {
+    TORCH_CHECK(std::isfinite(s) && s > 0, "scales must be positive and finite, got ", scales);
+  }
+  TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
+              "pooled_height and pooled_width (output_size) must be positive, got (",
+              pooled_height, ", ", pooled_width, ")");
+  TORCH_CHECK(canonical_scale > 0, "canonical_scale must be positive, got ", canonical_scale);
+  TORCH_CHECK(std::isfinite(eps), "eps must be finite, got ", eps);
+  (void)sampling_ratio;  // <= 0 means adaptive, as in torchvision: every value is valid
+}
+
+// features: same dtype as rois, one device, Tensor[N, C, H_l, W_l] with common N and C.
+inline void check_multilevel_roi_align(c10::ArrayRef<at::Tensor> features,
+                                       const at::Tensor& rois, c10::ArrayRef<double> scales,
+                                       int64_t pooled_height, int64_t pooled_width,
+                                       int64_t sampling_ratio, int64_t canonical_scale,
+                                       double eps) {
+  check_multilevel_params(rois, scales, static_cast<int64_t>(features.size()), pooled_height,
+                          pooled_width, sampling_ratio, canonical_scale, eps);
+  const at::Tensor& f0 = features[0];
+  for (size_t l = 0; l < features.size(); ++l) {
+    const at::Tensor& f = features[l];
+    TORCH_CHECK(f.dim() == 4, "features[", l, "] must be Tensor[N, C, H, W], got a tensor of shape ",
+                f.sizes());
+    TORCH_CHECK(f.scalar_type() == rois.scalar_type(), "features[", l,
+                "] and rois must have the same dtype, got ", f.scalar_type(), " and ",
+                rois.scalar_type());
+    TORCH_CHECK(f.device() == rois.device(), "features[", l,
+                "] and rois must be on the same device, got ", f.device(), " and ",
+                rois.device());
+    TORCH_CHECK(f.size(0) == f0.size(0) && f.size(1) == f0.size(1),
+                "features must share batch size and channel count, got features[0] of shape ",
+                f0.sizes(), " and features[", l, "] of shape ", f.sizes());
+    TORCH_CHECK(f.size(2) < (int64_t{1} << 31) && f.size(3) < (int64_t{1} << 31),
+                "features[", l, "] is too large: ", f.sizes());
+  }
+}
+
+inline void check_multilevel_roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
+                                                c10::ArrayRef<double> scales,
+                                                int64_t pooled_height, int64_t pooled_width,
+                                                int64_t sampling_ratio, int64_t canonical_scale,
+                                                double eps, int64_t batch_size, int64_t channels,
+                                                c10::ArrayRef<int64_t> heights,
+                                                c10::ArrayRef<int64_t> widths) {
+  check_multilevel_params(rois, scales, static_cast<int64_t>(heights.size()), pooled_height,
+                          pooled_width, sampling_ratio, canonical_scale, eps);
+  TORCH_CHECK(widths.size() == heights.size(), "heights and widths must have the same length, got ",
+              heights.size(), " and ", widths.size());
+  for (size_t l = 0; l < heights.size(); ++l) {
+    TORCH_CHECK(heights[l] >= 0 && widths[l] >= 0 && heights[l] < (int64_t{1} << 31) &&
+                    widths[l] < (int64_t{1} << 31),
+                "heights and widths must be non-negative, got ", heights, " and ", widths);
+  }
+  TORCH_CHECK(batch_size >= 0 && channels >= 0,
+              "batch_size and channels must be non-negative, got ", batch_size, " and ", channels);
+  check_same_dtype(grad, "grad", rois, "rois");
+  check_same_device(grad, "grad", rois, "rois");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
+                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+              "grad must be Tensor[K, C, pooled_height, pooled_width] = [", rois.size(0), ", ",
+              channels, ", ", pooled_height, ", ", pooled_width, "], got ", grad.sizes());
+}
+
+}  // namespace maskrcnn_fast
