@@ -4,9 +4,9 @@
 //
 // Level (Lin et al., FPN, eq. 1, as torchvision's LevelMapper computes it):
 //   level = clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps), k_min, k_max)
-// evaluated in the boxes' dtype, one rounding per operation in torchvision's order, so that the
-// same ROI goes to the same level as torchvision's (float32/float64 ops round the same way;
-// half and bfloat16 ops are computed in float and rounded back, as torch does).
+// in float32 for float32, float16 and bfloat16 boxes (torchvision's box_area upcasts reduced
+// types) and in float64 for float64 boxes, one rounding per tensor op in torchvision's order, so
+// that the same ROI goes to the same level as in torchvision.
 // One difference between torch's CPU and CUDA kernels is kept: `s / canonical_scale` divides on
 // the CPU but multiplies by the reciprocal on CUDA (torch's div by a CPU scalar), so each of our
 // kernels matches torchvision on its own device; see fpn_level's `reciprocal_div`.
@@ -18,12 +18,6 @@ namespace maskrcnn_fast {
 // Up to this many pyramid levels travel by value in the kernel argument.
 constexpr int kMaxLevels = 8;
 
-// The precision torch computes a unary op of a reduced type in (float), then rounds back.
-template <typename T>
-struct LevelMath { using type = float; };
-template <>
-struct LevelMath<double> { using type = double; };
-
 MF_HOST_DEVICE float mf_log2(float v) { return log2f(v); }
 MF_HOST_DEVICE double mf_log2(double v) { return log2(v); }
 MF_HOST_DEVICE float mf_sqrt(float v) { return sqrtf(v); }
@@ -32,34 +26,23 @@ MF_HOST_DEVICE float mf_floor(float v) { return floorf(v); }
 MF_HOST_DEVICE double mf_floor(double v) { return floor(v); }
 
 // The FPN level of box (x1, y1, x2, y2) relative to k_min: 0 .. k_max - k_min, or -1 when the
-// level is NaN. A box of negative area (x2 < x1 xor y2 < y1) has sqrt(area) = NaN; torchvision's
-// level is then NaN, matches no level and pools to zeros, and so does ours (-1). The result may
-// also be negative (k_min > k_max) or beyond the last level (scales not consecutive powers of
-// two): the caller writes zeros then, as torchvision, which pools no feature for such levels.
-template <typename scalar_t>
-MF_HOST_DEVICE int fpn_level(scalar_t x1, scalar_t y1, scalar_t x2, scalar_t y2, int k_min,
-                             int k_max, int canonical_scale, int canonical_level,
-                             scalar_t eps, bool reciprocal_div) {
-  using M = typename LevelMath<scalar_t>::type;
-  // Each assignment to scalar_t is one rounding, where torchvision's tensor ops round.
-  const scalar_t w = static_cast<scalar_t>(static_cast<M>(x2) - static_cast<M>(x1));
-  const scalar_t h = static_cast<scalar_t>(static_cast<M>(y2) - static_cast<M>(y1));
-  const scalar_t area = static_cast<scalar_t>(static_cast<M>(w) * static_cast<M>(h));
-  const scalar_t s = static_cast<scalar_t>(mf_sqrt(static_cast<M>(area)));
-  // The ints are Python scalars in torchvision: torch computes with them in the op's
-  // precision, without a rounding to the tensor's dtype first.
-  const M s0 = static_cast<M>(canonical_scale);
-  const scalar_t ratio = static_cast<scalar_t>(reciprocal_div ? static_cast<M>(s) * (M(1) / s0)
-                                                              : static_cast<M>(s) / s0);
-  const scalar_t lg = static_cast<scalar_t>(mf_log2(static_cast<M>(ratio)));
-  const scalar_t shifted = static_cast<scalar_t>(
-      static_cast<M>(canonical_level) + static_cast<M>(lg));
-  const scalar_t with_eps = static_cast<scalar_t>(static_cast<M>(shifted) + static_cast<M>(eps));
-  M lvl = mf_floor(static_cast<M>(with_eps));
+// level is NaN. T is float (float32, float16, bfloat16 boxes) or double. A box of negative area
+// (x2 < x1 xor y2 < y1) has sqrt(area) = NaN; torchvision's level is then NaN, matches no level
+// and pools to zeros, and so does ours (-1). The result may also be negative (k_min > k_max) or
+// beyond the last level (scales not consecutive powers of two): the caller writes zeros then, as
+// torchvision, which pools no feature for such levels.
+template <typename T>
+MF_HOST_DEVICE int fpn_level(T x1, T y1, T x2, T y2, int k_min, int k_max, int canonical_scale,
+                             int canonical_level, T eps, bool reciprocal_div) {
+  const T s = mf_sqrt((x2 - x1) * (y2 - y1));
+  // The ints are Python scalars in torchvision: torch computes with them in T.
+  const T s0 = static_cast<T>(canonical_scale);
+  const T ratio = reciprocal_div ? s * (T(1) / s0) : s / s0;
+  T lvl = mf_floor(static_cast<T>(canonical_level) + mf_log2(ratio) + eps);
   if (!(lvl == lvl)) return -1;  // NaN
   // torch.clamp(min, max): max first, then min, so min > max gives max.
-  if (lvl < static_cast<M>(k_min)) lvl = static_cast<M>(k_min);
-  if (lvl > static_cast<M>(k_max)) lvl = static_cast<M>(k_max);
+  if (lvl < static_cast<T>(k_min)) lvl = static_cast<T>(k_min);
+  if (lvl > static_cast<T>(k_max)) lvl = static_cast<T>(k_max);
   return static_cast<int>(lvl) - k_min;
 }
 
@@ -141,13 +124,13 @@ struct FeatureLevels {
 };
 
 // The arguments that are the same for every ROI.
-template <typename scalar_t>
+template <typename acc_t>
 struct PoolParams {
   int64_t batch, channels;
   int pooled_h, pooled_w, sampling_ratio;
   bool aligned;
   int canonical_scale, canonical_level;
-  scalar_t eps;
+  acc_t eps;
   bool reciprocal_div;  // true on CUDA: see fpn_level
 };
 
@@ -161,21 +144,22 @@ struct RoiPlan {
   bool valid;
 };
 
-// roi: (batch index, x1, y1, x2, y2) in the features' dtype.
+// roi: (batch index, x1, y1, x2, y2) in the features' dtype; acc_t is its opmath type, which is
+// also the type torchvision computes the level in.
 template <typename acc_t, typename scalar_t, typename ptr_t>
 MF_HOST_DEVICE RoiPlan<acc_t> plan_roi(const scalar_t* roi, const FeatureLevels<ptr_t, acc_t>& f,
-                                       const PoolParams<scalar_t>& p) {
+                                       const PoolParams<acc_t>& p) {
   RoiPlan<acc_t> r;
+  const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
+  const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
   r.batch = roi_batch_index(static_cast<acc_t>(roi[0]), p.batch);
   // A single level takes every ROI: torchvision calls roi_align without a level mapper then.
   r.level = f.num_levels == 1 ? 0
-                              : fpn_level(roi[1], roi[2], roi[3], roi[4], f.k_min, f.k_max,
-                                          p.canonical_scale, p.canonical_level, p.eps,
-                                          p.reciprocal_div);
+                              : fpn_level(x1, y1, x2, y2, f.k_min, f.k_max, p.canonical_scale,
+                                          p.canonical_level, p.eps, p.reciprocal_div);
   const int l = (r.level >= 0 && r.level < f.num_levels) ? r.level : 0;
-  r.g = roi_geometry(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]),
-                     static_cast<acc_t>(roi[3]), static_cast<acc_t>(roi[4]), f.scale[l],
-                     p.pooled_h, p.pooled_w, p.sampling_ratio, p.aligned);
+  r.g = roi_geometry(x1, y1, x2, y2, f.scale[l], p.pooled_h, p.pooled_w, p.sampling_ratio,
+                     p.aligned);
   r.valid = r.batch >= 0 && r.level >= 0 && r.level < f.num_levels && r.g.valid;
   if (!r.valid) r.level = 0;  // in range for a caller that indexes before testing `valid`
   return r;

@@ -43,11 +43,11 @@ inline void prefetch_line(const void* p) {
 #endif
 }
 
-template <typename scalar_t>
-PoolParams<scalar_t> make_params(int64_t batch, int64_t channels, int64_t pooled_height,
+template <typename acc_t>
+PoolParams<acc_t> make_params(int64_t batch, int64_t channels, int64_t pooled_height,
                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned,
                                  int64_t canonical_scale, int64_t canonical_level, double eps) {
-  PoolParams<scalar_t> p;
+  PoolParams<acc_t> p;
   p.batch = batch;
   p.channels = channels;
   p.pooled_h = static_cast<int>(pooled_height);
@@ -56,7 +56,7 @@ PoolParams<scalar_t> make_params(int64_t batch, int64_t channels, int64_t pooled
   p.aligned = aligned;
   p.canonical_scale = static_cast<int>(canonical_scale);
   p.canonical_level = static_cast<int>(canonical_level);
-  p.eps = static_cast<scalar_t>(eps);
+  p.eps = static_cast<acc_t>(eps);
   p.reciprocal_div = false;  // torch divides by a scalar on the CPU
   return p;
 }
@@ -110,7 +110,7 @@ template <typename scalar_t>
 struct ForwardWorker {
   using acc_t = at::opmath_type<scalar_t>;
   const FeatureLevels<const scalar_t*, acc_t>& f;
-  const PoolParams<scalar_t>& p;
+  const PoolParams<acc_t>& p;
   std::vector<Sample<acc_t>> plan;
   std::vector<int> bin_end;
   std::vector<acc_t> acc;
@@ -119,7 +119,7 @@ struct ForwardWorker {
   scalar_t* output;
   int64_t block;
 
-  ForwardWorker(const FeatureLevels<const scalar_t*, acc_t>& f_, const PoolParams<scalar_t>& p_,
+  ForwardWorker(const FeatureLevels<const scalar_t*, acc_t>& f_, const PoolParams<acc_t>& p_,
                 const scalar_t* rois_, scalar_t* output_, int64_t block_)
       : f(f_), p(p_), plan(kPlanCap), bin_end(static_cast<size_t>(p_.pooled_h) * p_.pooled_w),
         rois(rois_), output(output_), block(block_) {}
@@ -269,8 +269,8 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
           ws.push_back(x.size(3));
         }
         set_levels_meta(f, scales, hs, ws);
-        const PoolParams<scalar_t> p =
-            make_params<scalar_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
+        const PoolParams<acc_t> p =
+            make_params<acc_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
                                   canonical_scale, canonical_level, eps);
         const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
         scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
@@ -314,8 +314,8 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
             f.stride_x[l] = 1;
           }
           set_levels_meta(f, scales, heights, widths);
-          const PoolParams<scalar_t> p =
-              make_params<scalar_t>(batch_size, channels, pooled_height, pooled_width,
+          const PoolParams<acc_t> p =
+              make_params<acc_t>(batch_size, channels, pooled_height, pooled_width,
                                     sampling_ratio, aligned, canonical_scale, canonical_level, eps);
           const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
           const scalar_t* g_ptr = grad_c.const_data_ptr<scalar_t>();
