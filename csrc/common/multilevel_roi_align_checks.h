@@ -1,6 +1,7 @@
 #pragma once
-// Input checks of multilevel_roi_align and its backward, called by the CPU and the CUDA entry
-// points alike so that both raise the same messages. Host only.
+// Input checks of multilevel_roi_align and its backward, and the kernel arguments built from
+// the inputs, shared by the CPU and the CUDA entry points so that both raise the same messages
+// and see the same arguments. Host only.
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
@@ -86,6 +87,40 @@ inline void check_multilevel_roi_align_backward(const at::Tensor& grad, const at
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,
               "grad must be Tensor[K, C, pooled_height, pooled_width] = [", rois.size(0), ", ",
               channels, ", ", pooled_height, ", ", pooled_width, "], got ", grad.sizes());
+}
+
+// reciprocal_div: true for the CUDA kernel (see fpn_level).
+template <typename acc_t>
+PoolParams<acc_t> make_pool_params(int64_t batch, int64_t channels, int64_t pooled_height,
+                                   int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+                                   int64_t canonical_scale, int64_t canonical_level, double eps,
+                                   bool reciprocal_div) {
+  PoolParams<acc_t> p;
+  p.batch = batch;
+  p.channels = channels;
+  p.pooled_h = static_cast<int>(pooled_height);
+  p.pooled_w = static_cast<int>(pooled_width);
+  p.sampling_ratio = static_cast<int>(sampling_ratio);
+  p.aligned = aligned;
+  p.canonical_scale = static_cast<int>(canonical_scale);
+  p.canonical_level = static_cast<int>(canonical_level);
+  p.eps = static_cast<acc_t>(eps);
+  p.reciprocal_div = reciprocal_div;
+  return p;
+}
+
+// Sizes, scales and k_min/k_max of the levels; the caller fills in pointers and strides.
+template <typename ptr_t, typename acc_t>
+void set_levels_meta(FeatureLevels<ptr_t, acc_t>& f, c10::ArrayRef<double> scales,
+                     c10::ArrayRef<int64_t> heights, c10::ArrayRef<int64_t> widths) {
+  f.num_levels = static_cast<int>(scales.size());
+  for (int l = 0; l < f.num_levels; ++l) {
+    f.height[l] = static_cast<int>(heights[l]);
+    f.width[l] = static_cast<int>(widths[l]);
+    f.scale[l] = static_cast<acc_t>(scales[l]);
+  }
+  f.k_min = level_of_scale(scales.front());
+  f.k_max = level_of_scale(scales.back());
 }
 
 }  // namespace maskrcnn_fast

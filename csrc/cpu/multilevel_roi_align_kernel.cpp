@@ -43,37 +43,6 @@ inline void prefetch_line(const void* p) {
 #endif
 }
 
-template <typename acc_t>
-PoolParams<acc_t> make_params(int64_t batch, int64_t channels, int64_t pooled_height,
-                                 int64_t pooled_width, int64_t sampling_ratio, bool aligned,
-                                 int64_t canonical_scale, int64_t canonical_level, double eps) {
-  PoolParams<acc_t> p;
-  p.batch = batch;
-  p.channels = channels;
-  p.pooled_h = static_cast<int>(pooled_height);
-  p.pooled_w = static_cast<int>(pooled_width);
-  p.sampling_ratio = static_cast<int>(sampling_ratio);
-  p.aligned = aligned;
-  p.canonical_scale = static_cast<int>(canonical_scale);
-  p.canonical_level = static_cast<int>(canonical_level);
-  p.eps = static_cast<acc_t>(eps);
-  p.reciprocal_div = false;  // torch divides by a scalar on the CPU
-  return p;
-}
-
-template <typename ptr_t, typename acc_t>
-void set_levels_meta(FeatureLevels<ptr_t, acc_t>& f, c10::ArrayRef<double> scales,
-                     c10::ArrayRef<int64_t> heights, c10::ArrayRef<int64_t> widths) {
-  f.num_levels = static_cast<int>(scales.size());
-  for (int l = 0; l < f.num_levels; ++l) {
-    f.height[l] = static_cast<int>(heights[l]);
-    f.width[l] = static_cast<int>(widths[l]);
-    f.scale[l] = static_cast<acc_t>(scales[l]);
-  }
-  f.k_min = level_of_scale(scales.front());
-  f.k_max = level_of_scale(scales.back());
-}
-
 // CPU inputs are checked, not guarded: a bad batch index is the caller's bug.
 template <typename scalar_t>
 void check_batch_indices(const at::Tensor& rois, int64_t batch) {
@@ -270,8 +239,8 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
         }
         set_levels_meta(f, scales, hs, ws);
         const PoolParams<acc_t> p =
-            make_params<acc_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
-                                  canonical_scale, canonical_level, eps);
+            make_pool_params<acc_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
+                                    canonical_scale, canonical_level, eps, false);
         const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
         scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
         const int64_t block = C * pooled_height * pooled_width;
@@ -315,8 +284,9 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
           }
           set_levels_meta(f, scales, heights, widths);
           const PoolParams<acc_t> p =
-              make_params<acc_t>(batch_size, channels, pooled_height, pooled_width,
-                                    sampling_ratio, aligned, canonical_scale, canonical_level, eps);
+              make_pool_params<acc_t>(batch_size, channels, pooled_height, pooled_width,
+                                          sampling_ratio, aligned, canonical_scale,
+                                          canonical_level, eps, false);
           const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
           const scalar_t* g_ptr = grad_c.const_data_ptr<scalar_t>();
           at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
