@@ -174,6 +174,21 @@ def test_non_finite_and_negative_area(device):
     torch.testing.assert_close(one, tv, rtol=0, atol=0)
 
 
+def test_huge_grid(device, seed):
+    """Bins with more samples than the CPU kernel plans at once (here 86 x 86) are computed
+    sample by sample: same values and gradients."""
+    x = torch.rand(1, 2, 600, 600, device=device, requires_grad=True)
+    rois = torch.tensor([[0, 0, 0, 600, 600], [0, 10, 20, 500, 590.0]], device=device)
+    got = multilevel_roi_align([x], rois, 7, [1.0], 0)
+    want = torchvision.ops.roi_align(x, rois, 7, 1.0, 0)
+    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want, **tol)
+    g = torch.rand_like(got)
+    (a,) = torch.autograd.grad(got, x, g)
+    (b,) = torch.autograd.grad(want, x, g)
+    torch.testing.assert_close(a, b, **tol)
+
+
 def test_gradcheck(device, seed):
     x = [torch.rand(2, 2, h, w, dtype=torch.float64, device=device, requires_grad=True)
          for h, w in ((12, 10), (6, 5), (3, 3))]
@@ -277,6 +292,8 @@ def test_bad_inputs(device):
         call(scales=[0.25, -1.0])
     with pytest.raises(RuntimeError, match="pooled_height"):
         call(ph=0)
+    with pytest.raises(RuntimeError, match="sampling_ratio"):
+        OP(x, rois, sc, 2, 2, 5000, False, 224, 4, 1e-6)
     with pytest.raises(RuntimeError, match="canonical_scale"):
         call(cs=0)
     with pytest.raises(ValueError, match="features"):

@@ -31,9 +31,14 @@ inline void check_multilevel_params(const at::Tensor& rois, c10::ArrayRef<double
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
               "pooled_height and pooled_width (output_size) must be positive, got (",
               pooled_height, ", ", pooled_width, ")");
+  TORCH_CHECK(pooled_height * pooled_width < (int64_t{1} << 31),
+              "pooled_height * pooled_width (output_size) is too large: ", pooled_height, " x ",
+              pooled_width);
+  // Larger grids would overflow the int sample count of roi_geometry (and take hours).
+  TORCH_CHECK(sampling_ratio <= kMaxAdaptiveGrid, "sampling_ratio must be at most ",
+              kMaxAdaptiveGrid, " (<= 0: adaptive), got ", sampling_ratio);
   TORCH_CHECK(canonical_scale > 0, "canonical_scale must be positive, got ", canonical_scale);
   TORCH_CHECK(std::isfinite(eps), "eps must be finite, got ", eps);
-  (void)sampling_ratio;  // <= 0 means adaptive, as in torchvision: every value is valid
 }
 
 // features: same dtype as rois, one device, Tensor[N, C, H_l, W_l] with common N and C.
