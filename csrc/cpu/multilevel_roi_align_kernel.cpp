@@ -43,6 +43,21 @@ inline void prefetch_line(const void* p) {
 #endif
 }
 
+// Asks for the footprint's cache lines of a channel plane (unit column stride) ahead of its
+// turn: a plane's rows are far apart, so the hardware prefetcher does not see them coming and
+// the loop would otherwise wait on memory for each.
+template <typename T>
+void prefetch_footprint(const T* plane, int64_t sy, const Footprint& fp) {
+  constexpr int kLine = 64 / sizeof(T);
+  for (int y = fp.y0; y <= fp.y1; ++y) {
+    const T* row = plane + y * sy;
+    for (int x = fp.x0; x <= fp.x1 + kLine - 1; x += kLine) prefetch_line(row + std::min(x, fp.x1));
+  }
+}
+
+// Channels whose footprint is requested ahead of their turn (about 1 us of work ahead).
+constexpr int64_t kAhead = 8;
+
 // CPU inputs are checked, not guarded: a bad batch index is the caller's bug.
 template <typename scalar_t>
 void check_batch_indices(const at::Tensor& rois, int64_t batch) {
@@ -135,19 +150,6 @@ struct ForwardWorker {
     }
   }
 
-  // Asks for the footprint's cache lines of a channel ahead of time: a plane's rows are far
-  // apart, so the hardware prefetcher does not see them coming and the loop would wait on
-  // memory for each.
-  static void prefetch_footprint(const scalar_t* plane, int64_t sy, const Footprint& fp) {
-    constexpr int kLine = 64 / sizeof(scalar_t);
-    for (int y = fp.y0; y <= fp.y1; ++y) {
-      const scalar_t* row = plane + y * sy;
-      for (int x = fp.x0; x <= fp.x1 + kLine - 1; x += kLine) {
-        prefetch_line(row + std::min(x, fp.x1));
-      }
-    }
-  }
-
   // G channels at a time: each sample's offsets and weights are loaded once for G planes,
   // and the G independent sums keep the FPU busy while loads are in flight.
   template <int G>
@@ -169,8 +171,6 @@ struct ForwardWorker {
   void pool_planar(const scalar_t* base, int64_t C, int64_t sc, int64_t sy, int64_t sx,
                    const Footprint& fp, int b0, int b1, acc_t count, scalar_t* out, int nbins) {
     constexpr int kGroup = 4;
-    // Channels whose footprint is requested ahead of their turn (~1 us of work ahead).
-    constexpr int64_t kAhead = 2 * kGroup;
     const bool prefetch = sx == 1 && fp.y0 <= fp.y1;
     if (prefetch) {
       for (int64_t c = 0; c < std::min(C, kAhead); ++c) prefetch_footprint(base + c * sc, sy, fp);
@@ -291,6 +291,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
           const scalar_t* g_ptr = grad_c.const_data_ptr<scalar_t>();
           at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
             std::vector<Sample<acc_t>> plan(kPlanCap);
+            std::vector<int> bin_end(static_cast<size_t>(nbins));
             for (int64_t k = 0; k < K; ++k) {
               const RoiPlan<acc_t> r = plan_roi(roi_ptr + k * 5, f, p);
               if (!r.valid) continue;
@@ -311,17 +312,37 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
                 }
                 continue;
               }
-              // Planned bin by bin: the backward is bound by its scattered adds.
-              for (int64_t b = 0; b < nbins; ++b) {
+              // As the forward: bins planned in chunks, then channel by channel with the next
+              // channels' footprints prefetched. For each gradient element the additions come
+              // in ROI, bin, sample order whatever the chunking and the thread count.
+              const int chunk = static_cast<int>(std::max<int64_t>(1, kPlanCap / std::max<int64_t>(per_bin, 1)));
+              for (int b0 = 0; b0 < nbins; b0 += chunk) {
+                const int b1 = static_cast<int>(std::min<int64_t>(nbins, b0 + chunk));
+                int n = 0;
                 Footprint fp;
-                const int n = plan_bin(g, static_cast<int>(b / pooled_width),
-                                       static_cast<int>(b % pooled_width), H, W, sy, sx,
-                                       plan.data(), fp);
+                for (int b = b0; b < b1; ++b) {
+                  n += plan_bin(g, b / static_cast<int>(pooled_width),
+                                b % static_cast<int>(pooled_width), H, W, sy, sx, plan.data() + n,
+                                fp);
+                  bin_end[b - b0] = n;
+                }
+                acc_t* base = f.data[l] + r.batch * f.stride_n[l];
+                const int64_t sc = f.stride_c[l];
+                for (int64_t c = c0; c < std::min(c1, c0 + kAhead); ++c) {
+                  prefetch_footprint(base + c * sc, sy, fp);
+                }
                 for (int64_t c = c0; c < c1; ++c) {
-                  acc_t* plane = f.data[l] + r.batch * f.stride_n[l] + c * f.stride_c[l];
-                  const acc_t gv = static_cast<acc_t>(g_ptr[(k * channels + c) * nbins + b]);
+                  acc_t* plane = base + c * sc;
+                  if (c + kAhead < c1) prefetch_footprint(plane + kAhead * sc, sy, fp);
+                  const scalar_t* gk = g_ptr + (k * channels + c) * nbins;
                   auto add = [plane](int64_t o, acc_t v) { plane[o] += v; };
-                  for (int i = 0; i < n; ++i) sample_backward(gv, g.count, plan[i], add);
+                  int i = 0;
+                  for (int b = b0; b < b1; ++b) {
+                    const acc_t gv = static_cast<acc_t>(gk[b]);
+                    for (const int e = bin_end[b - b0]; i < e; ++i) {
+                      sample_backward(gv, g.count, plan[i], add);
+                    }
+                  }
                 }
               }
             }
