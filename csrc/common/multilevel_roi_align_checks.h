@@ -52,8 +52,8 @@ inline void check_multilevel_roi_align(c10::ArrayRef<at::Tensor> features,
   const at::Tensor& f0 = features[0];
   for (size_t l = 0; l < features.size(); ++l) {
     const at::Tensor& f = features[l];
-    TORCH_CHECK(f.dim() == 4, "features[", l, "] must be Tensor[N, C, H, W], got a tensor of shape ",
-                f.sizes());
+    TORCH_CHECK(f.dim() == 4, "features[", l,
+                "] must be Tensor[N, C, H, W], got a tensor of shape ", f.sizes());
     TORCH_CHECK(f.scalar_type() == rois.scalar_type(), "features[", l,
                 "] and rois must have the same dtype, got ", f.scalar_type(), " and ",
                 rois.scalar_type());
