@@ -159,6 +159,25 @@ def test_reduced_precision(device, seed, dtype):
     torch.testing.assert_close(got.double(), want, **tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_mixed_precision(device, seed, dtype):
+    """Half maps with float32 boxes (AMP): torchvision's result under autocast (float32
+    arithmetic, rounded to the maps' dtype), read in place without casting the maps."""
+    shapes = [(256, 320), (200, 301)]
+    x = {k: v.to(dtype) for k, v in _pyramid(3, (256, 320), c=3, device=device).items()}
+    boxes = [_boxes(30, h, w, device=device) for h, w in shapes]
+    got = MultiScaleRoIAlign(NAMES[:3], 7, 2)(x, boxes, shapes)
+    with torch.autocast(torch.device(device).type, dtype=dtype):
+        want = torchvision.ops.MultiScaleRoIAlign(NAMES[:3], 7, 2)(x, boxes, shapes)
+    assert got.dtype == want.dtype == dtype
+    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, want, **tol)
+    feats = [f.requires_grad_() for f in x.values()]
+    out = multilevel_roi_align(feats, boxes, 7, [0.25, 0.125, 0.0625], 2)
+    grads = torch.autograd.grad(out.float().sum(), feats)
+    assert all(g.dtype == dtype for g in grads)
+
+
 def test_non_finite_and_negative_area(device):
     x = list(_pyramid(3, (128, 128), device=device).values())
     nan, inf = float("nan"), float("inf")
@@ -250,6 +269,8 @@ def test_opcheck(device):
     args = (x, rois, [0.25, 0.125], 3, 2, 2, False, 224, 4, 1e-6)
     torch.library.opcheck(OP.default, args)
     torch.library.opcheck(OP.default, (x, rois[:0], [0.25, 0.125], 3, 2, -1, True, 56, 3, 1e-6))
+    xh = [f.detach().bfloat16().requires_grad_() for f in x]
+    torch.library.opcheck(OP.default, (xh, rois, [0.25, 0.125], 3, 2, 0, False, 224, 4, 1e-6))
     g = torch.rand(3, 3, 3, 2, device=device)
     torch.library.opcheck(BWD.default, (g, rois, [0.25, 0.125], 3, 2, 2, False, 224, 4, 1e-6,
                                         2, 3, [16, 8], [20, 10]))
@@ -278,6 +299,10 @@ def test_bad_inputs(device):
         call(r=rois.long())
     with pytest.raises(RuntimeError, match="features"):
         call(feats=[x[0].double(), x[1]])
+    with pytest.raises(RuntimeError, match="rois"):
+        call(r=rois.double())
+    with pytest.raises(RuntimeError, match="rois"):  # float32 rois only with reduced maps
+        call(feats=[f.half() for f in x], r=rois.bfloat16())
     with pytest.raises(RuntimeError, match="features"):
         call(feats=[x[0], x[1][:, :2]])
     with pytest.raises(RuntimeError, match="features"):

@@ -144,15 +144,14 @@ struct RoiPlan {
   bool valid;
 };
 
-// roi: (batch index, x1, y1, x2, y2) in the features' dtype; acc_t is its opmath type, which is
-// also the type torchvision computes the level in.
-template <typename acc_t, typename scalar_t, typename ptr_t>
-MF_HOST_DEVICE RoiPlan<acc_t> plan_roi(const scalar_t* roi, const FeatureLevels<ptr_t, acc_t>& f,
+// roi: (batch index, x1, y1, x2, y2) in acc_t, the opmath type of the features, which is also
+// the type torchvision computes the level in (float32 for float32/float16/bfloat16 boxes).
+template <typename acc_t, typename ptr_t>
+MF_HOST_DEVICE RoiPlan<acc_t> plan_roi(const acc_t* roi, const FeatureLevels<ptr_t, acc_t>& f,
                                        const PoolParams<acc_t>& p) {
   RoiPlan<acc_t> r;
-  const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
-  const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
-  r.batch = roi_batch_index(static_cast<acc_t>(roi[0]), p.batch);
+  const acc_t x1 = roi[1], y1 = roi[2], x2 = roi[3], y2 = roi[4];
+  r.batch = roi_batch_index(roi[0], p.batch);
   // A single level takes every ROI: torchvision calls roi_align without a level mapper then.
   r.level = f.num_levels == 1 ? 0
                               : fpn_level(x1, y1, x2, y2, f.k_min, f.k_max, p.canonical_scale,

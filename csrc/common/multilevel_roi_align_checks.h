@@ -13,6 +13,19 @@
 
 namespace maskrcnn_fast {
 
+// rois have the features' dtype, or float32 with float16/bfloat16 features (mixed precision:
+// float32 proposals and half maps, what torchvision computes under autocast).
+inline bool rois_dtype_ok(at::ScalarType rois, at::ScalarType features) {
+  return rois == features ||
+         (rois == at::kFloat && (features == at::kHalf || features == at::kBFloat16));
+}
+
+// The ROIs as the kernels read them: contiguous, in the opmath type of the features (exact for
+// every accepted dtype).
+inline at::Tensor rois_for_kernel(const at::Tensor& rois, at::ScalarType features) {
+  return rois.to(at::toOpMathType(features)).contiguous();
+}
+
 inline void check_multilevel_params(const at::Tensor& rois, c10::ArrayRef<double> scales,
                                     int64_t num_levels, int64_t pooled_height,
                                     int64_t pooled_width, int64_t sampling_ratio,
@@ -54,9 +67,12 @@ inline void check_multilevel_roi_align(c10::ArrayRef<at::Tensor> features,
     const at::Tensor& f = features[l];
     TORCH_CHECK(f.dim() == 4, "features[", l,
                 "] must be Tensor[N, C, H, W], got a tensor of shape ", f.sizes());
-    TORCH_CHECK(f.scalar_type() == rois.scalar_type(), "features[", l,
-                "] and rois must have the same dtype, got ", f.scalar_type(), " and ",
-                rois.scalar_type());
+    TORCH_CHECK(f.scalar_type() == f0.scalar_type(),
+                "features must all have the same dtype, got features[0] of ", f0.scalar_type(),
+                " and features[", l, "] of ", f.scalar_type());
+    TORCH_CHECK(rois_dtype_ok(rois.scalar_type(), f.scalar_type()), "features[", l,
+                "] and rois must have the same dtype (or float32 rois with float16/bfloat16 "
+                "features), got ", f.scalar_type(), " and ", rois.scalar_type());
     TORCH_CHECK(f.device() == rois.device(), "features[", l,
                 "] and rois must be on the same device, got ", f.device(), " and ",
                 rois.device());
@@ -86,7 +102,10 @@ inline void check_multilevel_roi_align_backward(const at::Tensor& grad, const at
   }
   TORCH_CHECK(batch_size >= 0 && channels >= 0,
               "batch_size and channels must be non-negative, got ", batch_size, " and ", channels);
-  check_same_dtype(grad, "grad", rois, "rois");
+  check_floating(grad, "grad");
+  TORCH_CHECK(rois_dtype_ok(rois.scalar_type(), grad.scalar_type()),
+              "grad and rois must have the same dtype (or float32 rois with float16/bfloat16 "
+              "grad), got ", grad.scalar_type(), " and ", rois.scalar_type());
   check_same_device(grad, "grad", rois, "rois");
   TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
                   grad.size(2) == pooled_height && grad.size(3) == pooled_width,

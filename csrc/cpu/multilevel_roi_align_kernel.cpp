@@ -63,12 +63,12 @@ void prefetch_footprint(const T* plane, int64_t sy, const Footprint& fp) {
 constexpr int64_t kAhead = 8;
 
 // CPU inputs are checked, not guarded: a bad batch index is the caller's bug.
-template <typename scalar_t>
+// rois: contiguous, of type acc_t.
+template <typename acc_t>
 void check_batch_indices(const at::Tensor& rois, int64_t batch) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* r = rois.const_data_ptr<scalar_t>();
+  const acc_t* r = rois.const_data_ptr<acc_t>();
   for (int64_t k = 0; k < rois.size(0); ++k) {
-    const acc_t v = static_cast<acc_t>(r[k * 5]);
+    const acc_t v = r[k * 5];
     TORCH_CHECK(roi_batch_index(v, batch) >= 0, "rois[", k,
                 ", 0] (batch index) must be an integer in [0, ", batch,
                 ") (the features' batch size), got ", v);
@@ -103,17 +103,17 @@ struct ForwardWorker {
   std::vector<int> bin_end;
   std::vector<acc_t> acc;
 
-  const scalar_t* rois;
+  const acc_t* rois;
   scalar_t* output;
   int64_t block;
 
   ForwardWorker(const FeatureLevels<const scalar_t*, acc_t>& f_, const PoolParams<acc_t>& p_,
-                const scalar_t* rois_, scalar_t* output_, int64_t block_)
+                const acc_t* rois_, scalar_t* output_, int64_t block_)
       : f(f_), p(p_), plan(kPlanCap), bin_end(static_cast<size_t>(p_.pooled_h) * p_.pooled_w),
         rois(rois_), output(output_), block(block_) {}
 
   void run(int64_t k) {
-    const scalar_t* roi = rois + k * 5;
+    const acc_t* roi = rois + k * 5;
     scalar_t* out = output + k * block;  // the ROI's [C, PH, PW]
     const int64_t C = p.channels;
     const int nbins = p.pooled_h * p.pooled_w;
@@ -220,14 +220,14 @@ struct BackwardWorker {
   using acc_t = at::opmath_type<scalar_t>;
   const FeatureLevels<acc_t*, acc_t>& f;
   const PoolParams<acc_t>& p;
-  const scalar_t* rois;
+  const acc_t* rois;
   const scalar_t* grad;  // [K, C, PH, PW]
   int64_t c0, c1;
   std::vector<Sample<acc_t>> plan;
   std::vector<int> bin_end;
 
   BackwardWorker(const FeatureLevels<acc_t*, acc_t>& f_, const PoolParams<acc_t>& p_,
-                 const scalar_t* rois_, const scalar_t* grad_, int64_t c0_, int64_t c1_)
+                 const acc_t* rois_, const scalar_t* grad_, int64_t c0_, int64_t c1_)
       : f(f_), p(p_), rois(rois_), grad(grad_), c0(c0_), c1(c1_), plan(kPlanCap),
         bin_end(static_cast<size_t>(p_.pooled_h) * p_.pooled_w) {}
 
@@ -295,11 +295,11 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
   const int64_t K = rois.size(0), N = features[0].size(0), C = features[0].size(1);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
   if (out.numel() == 0) return out;
-  const at::Tensor rois_c = rois.contiguous();
+  const at::Tensor rois_c = rois_for_kernel(rois, features[0].scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, rois.scalar_type(), "multilevel_roi_align_cpu", [&] {
+      at::kHalf, at::kBFloat16, features[0].scalar_type(), "multilevel_roi_align_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        check_batch_indices<scalar_t>(rois_c, N);
+        check_batch_indices<acc_t>(rois_c, N);
         FeatureLevels<const scalar_t*, acc_t> f;
         std::vector<int64_t> hs, ws;
         for (size_t l = 0; l < features.size(); ++l) {
@@ -316,7 +316,7 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
         const PoolParams<acc_t> p =
             make_pool_params<acc_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
                                     canonical_scale, canonical_level, eps, false);
-        const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
+        const acc_t* roi_ptr = rois_c.const_data_ptr<acc_t>();
         scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
         const int64_t block = C * pooled_height * pooled_width;
         for_each_roi(K, [&] { return ForwardWorker<scalar_t>(f, p, roi_ptr, out_ptr, block); });
@@ -343,12 +343,12 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
   }
   const int64_t nbins = pooled_height * pooled_width;
   if (K > 0 && channels > 0 && nbins > 0) {
-    const at::Tensor rois_c = rois.contiguous();
+    const at::Tensor rois_c = rois_for_kernel(rois, dtype);
     const at::Tensor grad_c = grad.contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, dtype, "multilevel_roi_align_backward_cpu", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          check_batch_indices<scalar_t>(rois_c, batch_size);
+          check_batch_indices<acc_t>(rois_c, batch_size);
           FeatureLevels<acc_t*, acc_t> f;
           for (int64_t l = 0; l < L; ++l) {
             f.data[l] = acc_grads[l].mutable_data_ptr<acc_t>();
@@ -362,7 +362,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
               make_pool_params<acc_t>(batch_size, channels, pooled_height, pooled_width,
                                       sampling_ratio, aligned, canonical_scale, canonical_level,
                                       eps, false);
-          const scalar_t* roi_ptr = rois_c.const_data_ptr<scalar_t>();
+          const acc_t* roi_ptr = rois_c.const_data_ptr<acc_t>();
           const scalar_t* g_ptr = grad_c.const_data_ptr<scalar_t>();
           at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
             BackwardWorker<scalar_t> w(f, p, roi_ptr, g_ptr, c0, c1);

@@ -59,7 +59,7 @@ MF_DEVICE OutIndex decode(int64_t e, int64_t C, int PH, int PW, bool channels_fa
 
 template <typename scalar_t, typename acc_t>
 __global__ void multilevel_roi_align_forward_kernel(
-    int64_t total, const scalar_t* __restrict__ rois, FeatureLevels<const scalar_t*, acc_t> f,
+    int64_t total, const acc_t* __restrict__ rois, FeatureLevels<const scalar_t*, acc_t> f,
     PoolParams<acc_t> p, bool channels_fastest, scalar_t* __restrict__ out) {
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -80,7 +80,7 @@ __global__ void multilevel_roi_align_forward_kernel(
 template <typename scalar_t, typename acc_t>
 __global__ void multilevel_roi_align_backward_kernel(int64_t total,
                                                      const scalar_t* __restrict__ grad,
-                                                     const scalar_t* __restrict__ rois,
+                                                     const acc_t* __restrict__ rois,
                                                      FeatureLevels<acc_t*, acc_t> f,
                                                      PoolParams<acc_t> p) {
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -107,11 +107,11 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
   const int64_t K = rois.size(0), N = features[0].size(0), C = features[0].size(1);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
   if (out.numel() == 0) return out;
-  const at::Tensor rois_c = rois.contiguous();
+  const at::Tensor rois_c = rois_for_kernel(rois, features[0].scalar_type());
   bool channels_fastest = C > 1;
   for (const at::Tensor& x : features) channels_fastest = channels_fastest && x.stride(1) == 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, rois.scalar_type(), "multilevel_roi_align_cuda", [&] {
+      at::kHalf, at::kBFloat16, features[0].scalar_type(), "multilevel_roi_align_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         FeatureLevels<const scalar_t*, acc_t> f;
         std::vector<int64_t> hs, ws;
@@ -132,7 +132,7 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
         const int64_t total = out.numel();
         multilevel_roi_align_forward_kernel<scalar_t, acc_t>
             <<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                total, rois_c.const_data_ptr<scalar_t>(), f, p, channels_fastest,
+                total, rois_c.const_data_ptr<acc_t>(), f, p, channels_fastest,
                 out.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
@@ -157,7 +157,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
   }
   const int64_t total = grad.numel();
   if (total > 0) {
-    const at::Tensor rois_c = rois.contiguous();
+    const at::Tensor rois_c = rois_for_kernel(rois, dtype);
     const at::Tensor grad_c = grad.contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, dtype, "multilevel_roi_align_backward_cuda", [&] {
@@ -176,7 +176,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
               canonical_scale, canonical_level, eps, true);
           multilevel_roi_align_backward_kernel<scalar_t, acc_t>
               <<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                  total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
+                  total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
                   f, p);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });

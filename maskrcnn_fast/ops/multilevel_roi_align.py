@@ -59,7 +59,9 @@ def multilevel_roi_align(
         features (List[Tensor[N, C, H_l, W_l]]): 1 to 8 maps, finest first, same dtype, batch size
             and channels; any strides (NCHW and channels_last are read in place).
         boxes (Tensor[K, 5] or List[Tensor[L_i, 4]]): (batch index, x1, y1, x2, y2), or one
-            (x1, y1, x2, y2) tensor per image; in input-image pixels, the features' dtype.
+            (x1, y1, x2, y2) tensor per image; in input-image pixels. The features' dtype, or
+            float32 with float16/bfloat16 features (mixed precision: the result is then
+            torchvision's under autocast, float32 arithmetic rounded to the features' dtype).
         output_size (int or (int, int)): (PH, PW) bins.
         scales (List[float]): feature pixels per input pixel of each map (e.g. 1/4 .. 1/32).
         sampling_ratio (int): samples per bin side; <= 0: ceil(bin size) (adaptive).
@@ -67,8 +69,8 @@ def multilevel_roi_align(
         canonical_scale, canonical_level (int), eps (float): the level mapping's constants.
 
     Returns:
-        Tensor[K, C, PH, PW], in the order of the boxes. Differentiable with respect to
-        ``features``.
+        Tensor[K, C, PH, PW] of the features' dtype, in the order of the boxes. Differentiable
+        with respect to ``features`` (on the CPU with a deterministic backward).
 
     ROIs that pool nothing give zeros: a non-finite coordinate (NaN/Inf); a box of negative
     area (x2 < x1 xor y2 < y1) when there are several maps (its level is NaN, as in
@@ -173,8 +175,12 @@ def _multilevel_roi_align_fake(features, rois, scales, pooled_height, pooled_wid
     f0 = features[0]
     for i, f in enumerate(features):
         torch._check(f.dim() == 4, lambda: f"features[{i}] must be Tensor[N, C, H, W]")
-        torch._check(f.dtype == rois.dtype,
-                     lambda: f"features[{i}] and rois must have the same dtype")
+        torch._check(f.dtype == f0.dtype, lambda: "features must all have the same dtype")
+        torch._check(
+            rois.dtype == f.dtype
+            or (rois.dtype == torch.float32 and f.dtype in (torch.float16, torch.bfloat16)),
+            lambda: f"features[{i}] and rois must have the same dtype (or float32 rois with "
+            "float16/bfloat16 features)")
         torch._check(f.device == rois.device,
                      lambda: f"features[{i}] and rois must be on the same device")
         torch._check(f.size(0) == f0.size(0) and f.size(1) == f0.size(1),
