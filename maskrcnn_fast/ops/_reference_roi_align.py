@@ -14,9 +14,9 @@ from torch import Tensor
 
 __all__ = ["roi_align"]
 
-# Upper bound on gathered (sample, corner) entries per embedding_bag call: about 64 MB of
+# Upper bound on gathered (sample, corner) entries per embedding_bag call: about 16 MB of
 # indices and weights in float64.
-_CHUNK_ENTRIES = 1 << 22
+_CHUNK_ENTRIES = 1 << 20
 # Same cap as csrc/common/roi_align_math.h: an adaptive grid stops growing here.
 _MAX_ADAPTIVE_GRID = 1024
 
@@ -142,6 +142,8 @@ def roi_align(
     if not aligned:
         roi_w = roi_w.clamp(min=1.0)
         roi_h = roi_h.clamp(min=1.0)
+    # Finite corners can still overflow once scaled (inf - inf would make NaN samples).
+    finite = finite & torch.isfinite(roi_w) & torch.isfinite(roi_h)
     bin_h = roi_h / ph_n
     bin_w = roi_w / pw_n
     if sampling_ratio > 0:
