@@ -88,9 +88,14 @@ def test_matches_reference(device, seed, n_levels, sampling_ratio):
     # float32 boxes, so that the float32 run below sees exactly the same ones
     rois = _rois([_boxes(30, h, w, torch.float32, device) for h, w in shapes]).double()
     scales = [2.0 ** -(2 + i) for i in range(n_levels)]
+    x = [f.requires_grad_() for f in x]
     want = ref.multilevel_roi_align(x, rois, (7, 5), scales, sampling_ratio)
     got = multilevel_roi_align(x, rois, (7, 5), scales, sampling_ratio)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    g = torch.rand_like(got)
+    for a, b in zip(torch.autograd.grad(got, x, g), torch.autograd.grad(want, x, g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    x = [f.detach() for f in x]
     # float32 against the float64 oracle (torchvision's tolerance), on the ROIs that get the
     # same level in both precisions
     x32, rois32 = [f.float() for f in x], rois.float()

@@ -98,5 +98,5 @@ def multilevel_roi_align(
         if idx.numel() == 0:
             continue
         pooled = _roi_align(feat, rois[idx], (ph, pw), scale, sampling_ratio, aligned)
-        out = out.index_copy(0, idx, pooled.to(out.dtype))
+        out.index_copy_(0, idx, pooled.to(out.dtype))
     return out
