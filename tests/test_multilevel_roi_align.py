@@ -320,6 +320,8 @@ def test_bad_inputs(device):
         call(scales=[0.25])
     with pytest.raises(RuntimeError, match="scales"):
         call(scales=[0.25, -1.0])
+    with pytest.raises(RuntimeError, match="scales"):
+        call(scales=[0.25, 1e-300])
     with pytest.raises(RuntimeError, match="pooled_height"):
         call(ph=0)
     with pytest.raises(RuntimeError, match="sampling_ratio"):

@@ -29,7 +29,8 @@ inline at::Tensor rois_for_kernel(const at::Tensor& rois, at::ScalarType feature
 inline void check_multilevel_params(const at::Tensor& rois, c10::ArrayRef<double> scales,
                                     int64_t num_levels, int64_t pooled_height,
                                     int64_t pooled_width, int64_t sampling_ratio,
-                                    int64_t canonical_scale, double eps) {
+                                    int64_t canonical_scale, int64_t canonical_level,
+                                    double eps) {
   check_floating(rois, "rois");
   check_dim(rois, 2, "rois", "Tensor[K, 5] (batch index, x1, y1, x2, y2)");
   check_last_dim(rois, 5, "rois", "Tensor[K, 5] (batch index, x1, y1, x2, y2)");
@@ -39,18 +40,25 @@ inline void check_multilevel_params(const at::Tensor& rois, c10::ArrayRef<double
               "scales must have one entry per feature map (", num_levels, "), got ",
               scales.size());
   for (double s : scales) {
-    TORCH_CHECK(std::isfinite(s) && s > 0, "scales must be positive and finite, got ", scales);
+    // The level of a scale is taken in float32 (as torchvision): it must be one there too.
+    const float sf = static_cast<float>(s);
+    TORCH_CHECK(std::isfinite(sf) && sf > 0,
+                "scales must be positive and finite in float32, got ", scales);
   }
   TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
               "pooled_height and pooled_width (output_size) must be positive, got (",
               pooled_height, ", ", pooled_width, ")");
-  TORCH_CHECK(pooled_height * pooled_width < (int64_t{1} << 31),
+  TORCH_CHECK(pooled_height < (int64_t{1} << 31) && pooled_width < (int64_t{1} << 31) &&
+                  pooled_height * pooled_width < (int64_t{1} << 31),
               "pooled_height * pooled_width (output_size) is too large: ", pooled_height, " x ",
               pooled_width);
   // Larger grids would overflow the int sample count of roi_geometry (and take hours).
   TORCH_CHECK(sampling_ratio <= kMaxAdaptiveGrid, "sampling_ratio must be at most ",
               kMaxAdaptiveGrid, " (<= 0: adaptive), got ", sampling_ratio);
-  TORCH_CHECK(canonical_scale > 0, "canonical_scale must be positive, got ", canonical_scale);
+  TORCH_CHECK(canonical_scale > 0 && canonical_scale < (int64_t{1} << 31),
+              "canonical_scale must be a positive int32, got ", canonical_scale);
+  TORCH_CHECK(canonical_level > -(int64_t{1} << 31) && canonical_level < (int64_t{1} << 31),
+              "canonical_level must be an int32, got ", canonical_level);
   TORCH_CHECK(std::isfinite(eps), "eps must be finite, got ", eps);
 }
 
@@ -59,9 +67,9 @@ inline void check_multilevel_roi_align(c10::ArrayRef<at::Tensor> features,
                                        const at::Tensor& rois, c10::ArrayRef<double> scales,
                                        int64_t pooled_height, int64_t pooled_width,
                                        int64_t sampling_ratio, int64_t canonical_scale,
-                                       double eps) {
+                                       int64_t canonical_level, double eps) {
   check_multilevel_params(rois, scales, static_cast<int64_t>(features.size()), pooled_height,
-                          pooled_width, sampling_ratio, canonical_scale, eps);
+                          pooled_width, sampling_ratio, canonical_scale, canonical_level, eps);
   const at::Tensor& f0 = features[0];
   for (size_t l = 0; l < features.size(); ++l) {
     const at::Tensor& f = features[l];
@@ -88,11 +96,12 @@ inline void check_multilevel_roi_align_backward(const at::Tensor& grad, const at
                                                 c10::ArrayRef<double> scales,
                                                 int64_t pooled_height, int64_t pooled_width,
                                                 int64_t sampling_ratio, int64_t canonical_scale,
-                                                double eps, int64_t batch_size, int64_t channels,
+                                                int64_t canonical_level, double eps,
+                                                int64_t batch_size, int64_t channels,
                                                 c10::ArrayRef<int64_t> heights,
                                                 c10::ArrayRef<int64_t> widths) {
   check_multilevel_params(rois, scales, static_cast<int64_t>(heights.size()), pooled_height,
-                          pooled_width, sampling_ratio, canonical_scale, eps);
+                          pooled_width, sampling_ratio, canonical_scale, canonical_level, eps);
   TORCH_CHECK(widths.size() == heights.size(), "heights and widths must have the same length, got ",
               heights.size(), " and ", widths.size());
   for (size_t l = 0; l < heights.size(); ++l) {

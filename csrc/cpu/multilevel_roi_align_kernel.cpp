@@ -291,7 +291,7 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
                                     int64_t canonical_scale, int64_t canonical_level,
                                     double eps) {
   check_multilevel_roi_align(features, rois, scales, pooled_height, pooled_width, sampling_ratio,
-                             canonical_scale, eps);
+                             canonical_scale, canonical_level, eps);
   const int64_t K = rois.size(0), N = features[0].size(0), C = features[0].size(1);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
   if (out.numel() == 0) return out;
@@ -330,8 +330,8 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
     int64_t canonical_scale, int64_t canonical_level, double eps, int64_t batch_size,
     int64_t channels, c10::IntArrayRef heights, c10::IntArrayRef widths) {
   check_multilevel_roi_align_backward(grad, rois, scales, pooled_height, pooled_width,
-                                      sampling_ratio, canonical_scale, eps, batch_size, channels,
-                                      heights, widths);
+                                      sampling_ratio, canonical_scale, canonical_level, eps,
+                                      batch_size, channels, heights, widths);
   const int64_t K = rois.size(0), L = static_cast<int64_t>(heights.size());
   const at::ScalarType dtype = grad.scalar_type();
   const at::ScalarType acc_dtype = at::toOpMathType(dtype);

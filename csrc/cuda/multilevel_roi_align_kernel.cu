@@ -102,7 +102,7 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
                                      int64_t canonical_scale, int64_t canonical_level,
                                      double eps) {
   check_multilevel_roi_align(features, rois, scales, pooled_height, pooled_width, sampling_ratio,
-                             canonical_scale, eps);
+                             canonical_scale, canonical_level, eps);
   c10::cuda::CUDAGuard guard(rois.device());
   const int64_t K = rois.size(0), N = features[0].size(0), C = features[0].size(1);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
@@ -145,8 +145,8 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
     int64_t canonical_scale, int64_t canonical_level, double eps, int64_t batch_size,
     int64_t channels, c10::IntArrayRef heights, c10::IntArrayRef widths) {
   check_multilevel_roi_align_backward(grad, rois, scales, pooled_height, pooled_width,
-                                      sampling_ratio, canonical_scale, eps, batch_size, channels,
-                                      heights, widths);
+                                      sampling_ratio, canonical_scale, canonical_level, eps,
+                                      batch_size, channels, heights, widths);
   c10::cuda::CUDAGuard guard(grad.device());
   const at::ScalarType dtype = grad.scalar_type();
   // Reduced types accumulate in float (atomics on float) and are rounded once at the end.
