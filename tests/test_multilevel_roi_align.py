@@ -99,7 +99,8 @@ def test_matches_reference(device, seed, n_levels, sampling_ratio):
     # float32 against the float64 oracle (torchvision's tolerance), on the ROIs that get the
     # same level in both precisions
     x32, rois32 = [f.float() for f in x], rois.float()
-    same = ref.fpn_levels(rois32[:, 1:], 2, 1 + n_levels) == ref.fpn_levels(rois[:, 1:], 2, 1 + n_levels)
+    k_max = 1 + n_levels
+    same = ref.fpn_levels(rois32[:, 1:], 2, k_max) == ref.fpn_levels(rois[:, 1:], 2, k_max)
     got32 = multilevel_roi_align(x32, rois32[same], (7, 5), scales, sampling_ratio)
     torch.testing.assert_close(got32.double(), want[same], rtol=1e-5, atol=1e-5)
 
@@ -137,13 +138,15 @@ def test_layouts(device, seed):
     scales = [0.25, 0.125, 0.0625, 0.03125]
     want = multilevel_roi_align(x, rois, 7, scales, 2)
     cl = [f.contiguous(memory_format=torch.channels_last) for f in x]
-    strided = [torch.rand(2, 10, f.size(2), f.size(3) * 2, device=device)[:, ::2, :, ::2] for f in x]
+    strided = [torch.rand(2, 10, f.size(2), f.size(3) * 2, device=device)[:, ::2, :, ::2]
+               for f in x]
     for f, s in zip(x, strided):
         s.copy_(f)
     rois_nc = torch.stack([rois, rois], 2)[..., 0]
     assert not rois_nc.is_contiguous()
     for feats, r in ((cl, rois), (strided, rois), (x, rois_nc)):
-        torch.testing.assert_close(multilevel_roi_align(feats, r, 7, scales, 2), want, rtol=0, atol=0)
+        got = multilevel_roi_align(feats, r, 7, scales, 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -217,7 +220,8 @@ def test_gradcheck(device, seed):
     x = [torch.rand(2, 2, h, w, dtype=torch.float64, device=device, requires_grad=True)
          for h, w in ((12, 10), (6, 5), (3, 3))]
     rois = torch.tensor([[0, 1, 1, 20, 30], [1, 3, 2, 40, 33], [0, 0, 0, 47, 40],
-                         [1, 10, 12, 14, 13], [0, 30, 2, 45, 20]], dtype=torch.float64, device=device)
+                         [1, 10, 12, 14, 13], [0, 30, 2, 45, 20]],
+                        dtype=torch.float64, device=device)
     for sr in (-1, 2):
         fn = lambda *f: multilevel_roi_align(list(f), rois, 3, [0.25, 0.125, 0.0625], sr,
                                              canonical_scale=16)
@@ -270,7 +274,8 @@ def test_backward_deterministic_and_reduced(seed):
 
 def test_opcheck(device):
     x = [torch.rand(2, 3, h, w, device=device, requires_grad=True) for h, w in ((16, 20), (8, 10))]
-    rois = torch.tensor([[0, 1, 1, 30, 40], [1, 3, 2, 60, 70], [0, 10, 12, 14, 13.0]], device=device)
+    rois = torch.tensor([[0, 1, 1, 30, 40], [1, 3, 2, 60, 70], [0, 10, 12, 14, 13.0]],
+                        device=device)
     args = (x, rois, [0.25, 0.125], 3, 2, 2, False, 224, 4, 1e-6)
     torch.library.opcheck(OP.default, args)
     torch.library.opcheck(OP.default, (x, rois[:0], [0.25, 0.125], 3, 2, -1, True, 56, 3, 1e-6))
@@ -356,7 +361,8 @@ def test_bad_inputs(device):
 
 def test_repr_and_scales():
     m = MultiScaleRoIAlign(["0", "1"], (7, 5), 2)
-    assert repr(m) == "MultiScaleRoIAlign(featmap_names=['0', '1'], output_size=(7, 5), sampling_ratio=2)"
+    assert repr(m) == ("MultiScaleRoIAlign(featmap_names=['0', '1'], output_size=(7, 5), "
+                       "sampling_ratio=2)")
     x = {"0": torch.rand(1, 1, 200, 250), "1": torch.rand(1, 1, 100, 125)}
     m(x, [torch.tensor([[0.0, 0, 10, 10]])], [(799, 1000)])
     assert m.scales == [0.25, 0.125]

@@ -193,7 +193,8 @@ def _multilevel_roi_align_backward_fake(grad, rois, scales, pooled_height, poole
                                         sampling_ratio, aligned, canonical_scale,
                                         canonical_level, eps, batch_size, channels, heights,
                                         widths):
-    torch._check(len(heights) == len(widths), lambda: "heights and widths must have the same length")
+    torch._check(len(heights) == len(widths),
+                 lambda: "heights and widths must have the same length")
     return [grad.new_empty((batch_size, channels, h, w)) for h, w in zip(heights, widths)]
 
 
