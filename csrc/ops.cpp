@@ -58,6 +58,18 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: multilevel_roi_align -----------------------------------------------
+  // One launch over the ROIs of every level: rois [K, 5] (batch index, x1, y1, x2, y2); each
+  // ROI picks its FPN level (k_min/k_max from the scales) inside the kernel.
+  m.def(
+      "multilevel_roi_align(Tensor[] features, Tensor rois, float[] scales, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned, int canonical_scale, "
+      "int canonical_level, float eps) -> Tensor");
+  // One gradient per level, Tensor[batch_size, channels, heights[l], widths[l]].
+  m.def(
+      "_multilevel_roi_align_backward(Tensor grad, Tensor rois, float[] scales, "
+      "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned, "
+      "int canonical_scale, int canonical_level, float eps, SymInt batch_size, SymInt channels, "
+      "SymInt[] heights, SymInt[] widths) -> Tensor[]");
 
   // ---- end section: multilevel_roi_align -------------------------------------------
   //
