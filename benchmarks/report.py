@@ -93,7 +93,7 @@ def _plot(groups, path):
     ax.set_ylabel("median time (ms, log scale)")
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("maskrcnn_fast: fused vs torch vs torchvision (lower is faster)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

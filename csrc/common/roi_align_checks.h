@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/checks.h"
+#include "common/roi_align_math.h"
 
 namespace maskrcnn_fast {
 
@@ -23,9 +24,10 @@ inline void check_roi_align_params(const at::Tensor& rois, double spatial_scale,
               pooled_width);
   TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0,
               "spatial_scale must be positive and finite, got ", spatial_scale);
-  TORCH_CHECK(sampling_ratio >= -1 && sampling_ratio <= INT32_MAX,
-              "sampling_ratio must be -1 (adaptive), 0 (adaptive) or positive, got ",
-              sampling_ratio);
+  // Larger grids would overflow the int sample count of roi_geometry (and take hours).
+  TORCH_CHECK(sampling_ratio >= -1 && sampling_ratio <= kMaxAdaptiveGrid,
+              "sampling_ratio must be -1 (adaptive), 0 (adaptive) or positive and at most ",
+              kMaxAdaptiveGrid, ", got ", sampling_ratio);
 }
 
 // input: [N, C, H, W]; rois: [K, 5] (batch index, x1, y1, x2, y2), same dtype and device.
