@@ -375,6 +375,26 @@ def test_bad_targets(tiny, targets, exc, match):
         tiny([torch.rand(3, 40, 50)], targets)
 
 
+def test_ops_choice(tmp_path):
+    """ops picks every op in one place: fused = maskrcnn_fast.ops, torch = its reference."""
+    import maskrcnn_fast.ops as mf_ops
+    from maskrcnn_fast.ops import reference
+
+    fused = maskrcnn_resnet_fpn(18, ops="fused", num_classes=3)
+    assert isinstance(fused.rpn.anchor_generator, mf_ops.AnchorGenerator)
+    assert isinstance(fused.roi_heads.box_roi_pool, mf_ops.MultiScaleRoIAlign)
+    assert isinstance(fused.roi_heads.mask_roi_pool, mf_ops.MultiScaleRoIAlign)
+    assert isinstance(fused.rpn.box_coder, mf_ops.BoxCoder)
+    assert fused.rpn.batched_nms is mf_ops.batched_nms and fused.roi_heads.roi_align is mf_ops.roi_align
+    assert fused.transform.paste_masks is mf_ops.paste_masks
+    ref = maskrcnn_resnet_fpn(18, ops="torch", num_classes=3)
+    assert ref.rpn.batched_nms is reference.batched_nms and ref.roi_heads.roi_align is reference.roi_align
+    assert ref.transform.paste_masks is reference.paste_masks
+    torch.save(ref, tmp_path / "model.pt")  # the op set pickles by name
+    again = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert again.ops is ref.ops
+
+
 def test_bad_ops_name():
     with pytest.raises(ValueError, match="ops must be one of"):
         maskrcnn_resnet_fpn(18, ops="cuda")

@@ -55,7 +55,6 @@ def _rebuild(name, ops):
 
 def _fused() -> OpSet:
     from .. import ops
-    from .transform import paste_masks_loop
 
     return OpSet(
         "fused",
@@ -65,7 +64,7 @@ def _fused() -> OpSet:
         batched_nms=ops.batched_nms,
         roi_align=ops.roi_align,
         MultiScaleRoIAlign=ops.MultiScaleRoIAlign,
-        paste_masks=getattr(ops, "paste_masks", paste_masks_loop),
+        paste_masks=ops.paste_masks,
     )
 
 
@@ -131,7 +130,6 @@ class _RefMultiScaleRoIAlign(nn.Module):
 
 def _torch() -> OpSet:
     from ..ops import reference as ref
-    from .transform import paste_masks_loop
 
     return OpSet(
         "torch",
@@ -141,11 +139,12 @@ def _torch() -> OpSet:
         batched_nms=ref.batched_nms,
         roi_align=ref.roi_align,
         MultiScaleRoIAlign=_RefMultiScaleRoIAlign,
-        paste_masks=getattr(ref, "paste_masks", paste_masks_loop),
+        paste_masks=ref.paste_masks,
     )
 
 
 _FACTORIES = {"fused": _fused, "torch": _torch}
+_CACHE = {}
 
 
 def get_ops(ops: Union[str, OpSet] = "fused") -> OpSet:
@@ -154,4 +153,6 @@ def get_ops(ops: Union[str, OpSet] = "fused") -> OpSet:
         return ops
     if ops not in _FACTORIES:
         raise ValueError(f"ops must be one of {sorted(_FACTORIES)} or an OpSet, got {ops!r}")
-    return _FACTORIES[ops]()
+    if ops not in _CACHE:
+        _CACHE[ops] = _FACTORIES[ops]()
+    return _CACHE[ops]
