@@ -299,7 +299,8 @@ class RoIHeads(nn.Module):
                 pos_matched = [m[k] for m, k in zip(matched, pos)]
             else:
                 mask_proposals = [r["boxes"] for r in result]
-            mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_proposals, image_shapes)))
+            mask_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
+            mask_logits = self.mask_predictor(self.mask_head(mask_features))
             if self.training:
                 losses["loss_mask"] = maskrcnn_loss(
                     mask_logits,
