@@ -78,6 +78,15 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: rpn_proposals ------------------------------------------------------
+  // torchvision's RPN proposal filtering for all images and levels at once. Per level l:
+  // objectness [N, A, H, W] logits and pred_bbox_deltas [N, 4A, H, W] as the RPN head gives
+  // them, cell_anchors [A, 4], strides flattened (h, w) pairs; image_sizes [N, 2] (h, w).
+  // Returns boxes [N, post_nms_top_n, 4], scores [N, post_nms_top_n] (probabilities) and
+  // counts [N] (int64): the first counts[i] rows of image i are torchvision's proposals, in
+  // order; the rest are zero.
+  m.def("rpn_proposals(Tensor[] objectness, Tensor[] pred_bbox_deltas, Tensor[] cell_anchors, "
+        "SymInt[] strides, Tensor image_sizes, int pre_nms_top_n, SymInt post_nms_top_n, "
+        "float nms_thresh, float min_size, float score_thresh) -> (Tensor, Tensor, Tensor)");
 
   // ---- end section: rpn_proposals --------------------------------------------------
   //
