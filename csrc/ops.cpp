@@ -93,6 +93,17 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: detection_postprocess ----------------------------------------------
+  // torchvision's RoIHeads.postprocess_detections for all images at once. proposals [N, P, 4]
+  // (padded, as rpn_proposals returns them) with proposal_counts [N] valid rows each (None:
+  // all P); class_logits [N * P, C] and box_regression [N * P, 4C] in the same row order;
+  // image_sizes [N, 2] (h, w). Returns boxes [N, D, 4], scores [N, D], labels [N, D] (int64),
+  // counts [N] (int64) and the class_logits row of each detection [N, D] (int64), for
+  // D = detections_per_img: the first counts[i] rows of image i are torchvision's detections,
+  // in order; the rest are zero.
+  m.def("detection_postprocess(Tensor class_logits, Tensor box_regression, Tensor proposals, "
+        "Tensor? proposal_counts, Tensor image_sizes, float[] weights, float bbox_xform_clip, "
+        "float score_thresh, float nms_thresh, SymInt detections_per_img) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // ---- end section: detection_postprocess ------------------------------------------
 }
