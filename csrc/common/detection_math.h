@@ -19,14 +19,22 @@ struct SoftmaxStats {
 };
 
 template <typename scalar_t, typename acc_t>
-MF_HOST_DEVICE SoftmaxStats<acc_t> softmax_stats(const scalar_t* row, int64_t C) {
-  SoftmaxStats<acc_t> s;
-  s.max = static_cast<acc_t>(row[0]);
+MF_HOST_DEVICE acc_t softmax_max(const scalar_t* row, int64_t C) {
+  acc_t m = static_cast<acc_t>(row[0]);
   for (int64_t c = 1; c < C; ++c) {
     const acc_t v = static_cast<acc_t>(row[c]);
     // NaN propagates to the max (then every probability is NaN), as in torch.softmax.
-    s.max = (v > s.max || v != v) ? v : s.max;
+    m = (v > m || v != v) ? v : m;
   }
+  return m;
+}
+
+// The sum is sequential in class order (CPU and CUDA add in the same order). The CPU kernel
+// computes the same exps in a vectorised loop and the same sum from them.
+template <typename scalar_t, typename acc_t>
+MF_HOST_DEVICE SoftmaxStats<acc_t> softmax_stats(const scalar_t* row, int64_t C) {
+  SoftmaxStats<acc_t> s;
+  s.max = softmax_max<scalar_t, acc_t>(row, C);
   s.sum = acc_t(0);
   for (int64_t c = 0; c < C; ++c) s.sum += mf_exp(static_cast<acc_t>(row[c]) - s.max);
   return s;
