@@ -90,12 +90,32 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: rpn_proposals ------------------------------------------------------
+  // torchvision's RPN proposal filtering for all images and levels at once. Per level l:
+  // objectness [N, A, H, W] logits and pred_bbox_deltas [N, 4A, H, W] as the RPN head gives
+  // them, cell_anchors [A, 4], strides flattened (h, w) pairs; image_sizes [N, 2] (h, w).
+  // Returns boxes [N, post_nms_top_n, 4], scores [N, post_nms_top_n] (probabilities) and
+  // counts [N] (int64): the first counts[i] rows of image i are torchvision's proposals, in
+  // order; the rest are zero.
+  m.def("rpn_proposals(Tensor[] objectness, Tensor[] pred_bbox_deltas, Tensor[] cell_anchors, "
+        "SymInt[] strides, Tensor image_sizes, int pre_nms_top_n, SymInt post_nms_top_n, "
+        "float nms_thresh, float min_size, float score_thresh) -> (Tensor, Tensor, Tensor)");
 
   // ---- end section: rpn_proposals --------------------------------------------------
   //
   //
   //
   // ---- section: detection_postprocess ----------------------------------------------
+  // torchvision's RoIHeads.postprocess_detections for all images at once. proposals [N, P, 4]
+  // (padded, as rpn_proposals returns them) with proposal_counts [N] valid rows each (None:
+  // all P); class_logits [N * P, C] and box_regression [N * P, 4C] in the same row order;
+  // image_sizes [N, 2] (h, w). Returns boxes [N, D, 4], scores [N, D], labels [N, D] (int64),
+  // counts [N] (int64) and the class_logits row of each detection [N, D] (int64), for
+  // D = detections_per_img: the first counts[i] rows of image i are torchvision's detections,
+  // in order; the rest are zero.
+  m.def("detection_postprocess(Tensor class_logits, Tensor box_regression, Tensor proposals, "
+        "Tensor? proposal_counts, Tensor image_sizes, float[] weights, float bbox_xform_clip, "
+        "float score_thresh, float nms_thresh, SymInt detections_per_img) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // ---- end section: detection_postprocess ------------------------------------------
 }

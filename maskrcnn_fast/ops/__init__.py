@@ -5,6 +5,8 @@ from .nms import batched_nms, nms
 from .roi_align import RoIAlign, roi_align
 from .multilevel_roi_align import MultiScaleRoIAlign, multilevel_roi_align
 from .paste_masks import paste_masks, paste_masks_batched
+from .rpn_proposals import rpn_proposals, proposals_to_list
+from .detection_postprocess import detection_postprocess, detections_to_list
 from . import reference
 
 __all__ = [
@@ -22,4 +24,8 @@ __all__ = [
     "paste_masks",
     "paste_masks_batched",
     "reference",
+    "rpn_proposals",
+    "proposals_to_list",
+    "detection_postprocess",
+    "detections_to_list",
 ]
