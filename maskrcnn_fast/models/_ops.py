@@ -13,6 +13,12 @@ choice. Members:
 - ``roi_align(input, rois [K, 5], output_size, spatial_scale, sampling_ratio, aligned)``.
 - ``MultiScaleRoIAlign(featmap_names, output_size, sampling_ratio)``: module;
   ``(features dict, boxes list, image_shapes) -> Tensor[K, C, S, S]``.
+- ``rpn_proposals(logits, deltas, cell_anchors, strides, image_sizes [N, 2], pre_nms_top_n,
+  post_nms_top_n, nms_thresh, min_size, score_thresh) -> boxes [N, P, 4], scores [N, P],
+  counts [N]``: the RPN's proposals, padded (see maskrcnn_fast.ops.rpn_proposals).
+- ``detection_postprocess(class_logits [N*P, C], box_regression, proposals [N, P, 4], counts,
+  image_sizes, weights, bbox_xform_clip, score_thresh, nms_thresh, detections_per_img) ->
+  boxes [N, D, 4], scores, labels, counts, roi_index``: the box head's detections, padded.
 - ``paste_masks(masks [N, 1, M, M], boxes [N, 4], (h, w)) -> Tensor[N, 1, h, w]``.
 """
 import math
@@ -24,7 +30,17 @@ from torch import nn
 
 __all__ = ["OpSet", "get_ops", "OP_NAMES"]
 
-OP_NAMES = ("AnchorGenerator", "BoxCoder", "nms", "batched_nms", "roi_align", "MultiScaleRoIAlign", "paste_masks")
+OP_NAMES = (
+    "AnchorGenerator",
+    "BoxCoder",
+    "nms",
+    "batched_nms",
+    "roi_align",
+    "MultiScaleRoIAlign",
+    "rpn_proposals",
+    "detection_postprocess",
+    "paste_masks",
+)
 
 
 class OpSet(SimpleNamespace):
@@ -64,6 +80,8 @@ def _fused() -> OpSet:
         batched_nms=ops.batched_nms,
         roi_align=ops.roi_align,
         MultiScaleRoIAlign=ops.MultiScaleRoIAlign,
+        rpn_proposals=ops.rpn_proposals,
+        detection_postprocess=ops.detection_postprocess,
         paste_masks=ops.paste_masks,
     )
 
@@ -80,13 +98,14 @@ class _RefAnchorGenerator(nn.Module):
     def __init__(self, sizes, aspect_ratios):
         super().__init__()
         self.sizes, self.aspect_ratios = sizes, aspect_ratios
+        self.cell_anchors = [_ref().cell_anchors(s, a) for s, a in zip(sizes, aspect_ratios)]
 
     def num_anchors_per_location(self):
         return [len(s) * len(a) for s, a in zip(self.sizes, self.aspect_ratios)]
 
     def forward(self, image_list, feature_maps):
         f = feature_maps[0]
-        cells = [_ref().cell_anchors(s, a, f.dtype, f.device) for s, a in zip(self.sizes, self.aspect_ratios)]
+        cells = [c.to(dtype=f.dtype, device=f.device) for c in self.cell_anchors]
         grids = [tuple(fm.shape[-2:]) for fm in feature_maps]
         return _ref().image_anchors(cells, image_list.tensors.shape[-2:], grids, len(image_list.image_sizes))
 
@@ -139,6 +158,8 @@ def _torch() -> OpSet:
         batched_nms=ref.batched_nms,
         roi_align=ref.roi_align,
         MultiScaleRoIAlign=_RefMultiScaleRoIAlign,
+        rpn_proposals=ref.rpn_proposals,
+        detection_postprocess=ref.detection_postprocess,
         paste_masks=ref.paste_masks,
     )
 

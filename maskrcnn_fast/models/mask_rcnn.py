@@ -157,7 +157,7 @@ class MaskRCNN(nn.Module):
             rpn_anchor_generator,
             rpn_head,
             op.BoxCoder((1.0, 1.0, 1.0, 1.0)),
-            op.batched_nms,
+            op.rpn_proposals,
             rpn_fg_iou_thresh,
             rpn_bg_iou_thresh,
             rpn_batch_size_per_image,
@@ -186,7 +186,7 @@ class MaskRCNN(nn.Module):
             box_head,
             box_predictor,
             op.BoxCoder(tuple(bbox_reg_weights) if bbox_reg_weights is not None else (10.0, 10.0, 5.0, 5.0)),
-            op.batched_nms,
+            op.detection_postprocess,
             op.roi_align,
             box_fg_iou_thresh,
             box_bg_iou_thresh,
@@ -231,8 +231,8 @@ class MaskRCNN(nn.Module):
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
-        proposals, rpn_losses = self.rpn(image_list, features, targets)
-        detections, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        proposals, counts, rpn_losses = self.rpn(image_list, features, targets)
+        detections, head_losses = self.roi_heads(features, proposals, counts, image_list.image_sizes, targets)
         if self.training:
             return {**head_losses, **rpn_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)

@@ -1,9 +1,11 @@
 """Box and mask heads on the RoI features: layers, training targets, losses and inference.
 
 Same results and state_dict keys as torchvision's ``RoIHeads`` with ``TwoMLPHead``,
-``FastRCNNPredictor``, ``MaskRCNNHeads`` and ``MaskRCNNPredictor``. Inference has one seam,
-:meth:`RoIHeads.postprocess_detections` (class scores and deltas in, detections per image out),
-which a fused ``detection_postprocess`` op can replace.
+``FastRCNNPredictor``, ``MaskRCNNHeads`` and ``MaskRCNNPredictor``. In inference the box head
+runs on the RPN's padded proposals and one ``detection_postprocess`` call
+(:meth:`RoIHeads.postprocess_detections`) turns its outputs into padded detections; the
+detections are cut to their counts (the one host synchronisation of inference) before the mask
+head, so that it runs only on real detections.
 """
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
@@ -137,10 +139,12 @@ def maskrcnn_loss(
 class RoIHeads(nn.Module):
     """Box head (and mask head when ``mask_roi_pool``/``mask_head``/``mask_predictor`` are given).
 
-    box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes and decodes the
-    class-specific deltas (weights ``bbox_reg_weights``); batched_nms, roi_align: callables.
+    box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes the training
+    targets, its ``weights`` and ``bbox_xform_clip`` decode the deltas; detection_postprocess,
+    roi_align: callables (maskrcnn_fast.ops' signatures).
 
-    forward(features dict, proposals list of Tensor[P_i, 4], image_shapes, targets) ->
+    forward(features dict, proposals Tensor[N, P, 4] padded, proposal_counts Tensor[N],
+    image_shapes, targets) ->
     (list of dicts boxes [D, 4], labels [D], scores [D], masks [D, 1, M, M] in eval; dict of
     losses loss_classifier, loss_box_reg, loss_mask in training).
     """
@@ -151,7 +155,7 @@ class RoIHeads(nn.Module):
         box_head: nn.Module,
         box_predictor: nn.Module,
         box_coder,
-        batched_nms: Callable,
+        detection_postprocess: Callable,
         roi_align: Callable,
         fg_iou_thresh: float,
         bg_iou_thresh: float,
@@ -169,7 +173,7 @@ class RoIHeads(nn.Module):
         self.box_head = box_head
         self.box_predictor = box_predictor
         self.box_coder = box_coder
-        self.batched_nms = batched_nms
+        self.detection_postprocess = detection_postprocess
         self.roi_align = roi_align
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
@@ -230,33 +234,32 @@ class RoIHeads(nn.Module):
         self,
         class_logits: Tensor,
         box_regression: Tensor,
-        proposals: List[Tensor],
+        proposals: Tensor,
+        proposal_counts: Tensor,
         image_shapes: List[Tuple[int, int]],
-    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
-        """class_logits (Tensor[R, C]), box_regression (Tensor[R, 4C]), proposals (list of
-        Tensor[R_i, 4]) -> per image boxes Tensor[D_i, 4], scores Tensor[D_i], labels
-        Tensor[D_i] (int64, >= 1), D_i <= detections_per_img, by decreasing score.
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """class_logits (Tensor[N*P, C]), box_regression (Tensor[N*P, 4C]), proposals
+        (Tensor[N, P, 4], the first proposal_counts[i] valid) -> boxes Tensor[N, D, 4], scores
+        Tensor[N, D], labels Tensor[N, D] (int64, >= 1), counts Tensor[N]; D =
+        detections_per_img, by decreasing score, zero-padded. No host synchronisation.
 
         Softmax; decode per class and clip to the image; every (proposal, class >= 1) pair is a
         candidate; drop scores <= score_thresh and boxes under 0.01 px; NMS per class; top-k.
         """
-        num_classes = class_logits.shape[-1]
-        counts = [p.shape[0] for p in proposals]
-        scores_all = F.softmax(class_logits, -1).split(counts)
-        regression_all = box_regression.split(counts)
-        all_boxes, all_scores, all_labels = [], [], []
-        for props, scores, reg, shape in zip(proposals, scores_all, regression_all, image_shapes):
-            boxes = self.box_coder.decode_single(reg, props, image_size=shape).reshape(-1, num_classes, 4)
-            labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
-            boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
-            wh = boxes[:, 2:] - boxes[:, :2]
-            keep = torch.where((scores > self.score_thresh) & (wh >= 1e-2).all(1))[0]
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = self.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
-            all_boxes.append(boxes[keep])
-            all_scores.append(scores[keep])
-            all_labels.append(labels[keep])
-        return all_boxes, all_scores, all_labels
+        sizes = torch.tensor(image_shapes, dtype=torch.int64, device=proposals.device).reshape(-1, 2)
+        boxes, scores, labels, counts, _ = self.detection_postprocess(
+            class_logits,
+            box_regression,
+            proposals,
+            proposal_counts,
+            sizes,
+            self.box_coder.weights,
+            self.box_coder.bbox_xform_clip,
+            self.score_thresh,
+            self.nms_thresh,
+            self.detections_per_img,
+        )
+        return boxes, scores, labels, counts
 
     @staticmethod
     def mask_probabilities(mask_logits: Tensor, labels: List[Tensor]) -> List[Tensor]:
@@ -269,16 +272,20 @@ class RoIHeads(nn.Module):
     def forward(
         self,
         features: Dict[str, Tensor],
-        proposals: List[Tensor],
+        proposals: Tensor,
+        proposal_counts: Tensor,
         image_shapes: List[Tuple[int, int]],
         targets: Optional[List[Dict[str, Tensor]]] = None,
     ) -> Tuple[List[Dict[str, Tensor]], Dict[str, Tensor]]:
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            proposals, matched, labels, regression_targets = self.select_training_samples(proposals, targets)
-        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
-        class_logits, box_regression = self.box_predictor(box_features)
+            kept = [p[:k] for p, k in zip(proposals, proposal_counts.tolist())]
+            proposals, matched, labels, regression_targets = self.select_training_samples(kept, targets)
+            box_features = self.box_roi_pool(features, proposals, image_shapes)
+        else:
+            box_features = self.box_roi_pool(features, list(proposals), image_shapes)
+        class_logits, box_regression = self.box_predictor(self.box_head(box_features))
 
         result: List[Dict[str, Tensor]] = []
         losses: Dict[str, Tensor] = {}
@@ -286,10 +293,13 @@ class RoIHeads(nn.Module):
             loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
         else:
-            boxes, scores, det_labels = self.postprocess_detections(
-                class_logits, box_regression, proposals, image_shapes
+            boxes, scores, det_labels, counts = self.postprocess_detections(
+                class_logits, box_regression, proposals, proposal_counts, image_shapes
             )
-            result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, det_labels)]
+            result = [
+                {"boxes": b[:k], "labels": lab[:k], "scores": s[:k]}
+                for b, s, lab, k in zip(boxes, scores, det_labels, counts.tolist())
+            ]
 
         if self.has_mask():
             if self.training:

@@ -1,8 +1,9 @@
-"""Region proposal network: head, proposal filtering, training targets and loss.
+"""Region proposal network: head, proposals, training targets and loss.
 
-Same results as torchvision's ``RegionProposalNetwork``. Proposal filtering
-(:meth:`RegionProposalNetwork.filter_proposals`) is one method with a fixed seam: scores, deltas
-and anchors in, proposals per image out, so that a fused ``rpn_proposals`` op can replace it.
+Same results as torchvision's ``RegionProposalNetwork``. The proposals of all images come from
+one ``rpn_proposals`` call (:meth:`RegionProposalNetwork.filter_proposals`), padded to
+post_nms_top_n per image with a count per image on the device, so inference needs no host
+synchronisation here.
 """
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -69,12 +70,13 @@ def flatten_head_outputs(logits: List[Tensor], deltas: List[Tensor]) -> Tuple[Te
 
 
 class RegionProposalNetwork(nn.Module):
-    """anchor_generator, head: modules; box_coder: decodes deltas (weights 1, 1, 1, 1);
-    batched_nms: callable(boxes, scores, idxs, iou_threshold) -> kept indices by score.
-    pre_nms_top_n / post_nms_top_n: dicts with 'training' and 'testing' counts.
+    """anchor_generator, head: modules; box_coder: encodes the training targets (weights
+    1, 1, 1, 1); rpn_proposals: callable, the proposal step (maskrcnn_fast.ops.rpn_proposals'
+    signature). pre_nms_top_n / post_nms_top_n: dicts with 'training' and 'testing' counts.
 
     forward(images: ImageList, features: dict of Tensor[N, C, H_l, W_l], targets) ->
-    (list of Tensor[P_i, 4] proposals, dict of losses (empty in eval)).
+    (proposals Tensor[N, P, 4] padded, counts Tensor[N] of valid rows, dict of losses (empty in
+    eval)); P = post_nms_top_n.
     """
 
     def __init__(
@@ -82,7 +84,7 @@ class RegionProposalNetwork(nn.Module):
         anchor_generator: nn.Module,
         head: nn.Module,
         box_coder,
-        batched_nms: Callable,
+        rpn_proposals: Callable,
         fg_iou_thresh: float,
         bg_iou_thresh: float,
         batch_size_per_image: int,
@@ -96,7 +98,7 @@ class RegionProposalNetwork(nn.Module):
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = box_coder
-        self.batched_nms = batched_nms
+        self.rpn_proposals = rpn_proposals
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self._pre_nms_top_n = dict(pre_nms_top_n)
@@ -112,44 +114,31 @@ class RegionProposalNetwork(nn.Module):
         return self._post_nms_top_n["training" if self.training else "testing"]
 
     def filter_proposals(
-        self,
-        objectness: Tensor,
-        deltas: Tensor,
-        anchors: List[Tensor],
-        image_sizes: List[Tuple[int, int]],
-        num_anchors_per_level: List[int],
-    ) -> Tuple[List[Tensor], List[Tensor]]:
-        """objectness (Tensor[N, T] logits), deltas (Tensor[N, T, 4]), anchors (list of
-        Tensor[T, 4]), image_sizes (list of (h, w)) -> per image proposals Tensor[P_i, 4] and
-        scores Tensor[P_i] (sigmoid), P_i <= post_nms_top_n, by decreasing score.
+        self, logits: List[Tensor], deltas: List[Tensor], images, features: List[Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """logits (list of Tensor[N, A, H_l, W_l]), deltas (list of Tensor[N, 4A, H_l, W_l]) ->
+        proposals Tensor[N, P, 4], scores Tensor[N, P] (sigmoid, decreasing), counts Tensor[N].
 
-        Per level the pre_nms_top_n best logits; decode and clip to the image; drop boxes under
-        min_size and scores under score_thresh; NMS within each level; keep post_nms_top_n.
+        torchvision's anchors + decode + filter_proposals: per level the pre_nms_top_n best
+        logits; decode and clip to the image; drop boxes under min_size and scores under
+        score_thresh; NMS within each level; keep post_nms_top_n. No host synchronisation.
         """
-        n = objectness.shape[0]
-        idx, levels = [], []
-        offset = 0
-        for lvl, ob in enumerate(objectness.split(num_anchors_per_level, 1)):
-            k = min(self.pre_nms_top_n(), ob.shape[1])
-            idx.append(ob.topk(k, dim=1).indices + offset)
-            levels.append(torch.full((k,), lvl, dtype=torch.int64, device=ob.device))
-            offset += ob.shape[1]
-        idx = torch.cat(idx, 1)
-        levels = torch.cat(levels)
-        rows = torch.arange(n, device=idx.device)[:, None]
-        scores = objectness[rows, idx].sigmoid()
-        deltas = deltas[rows, idx]
-
-        final_boxes, final_scores = [], []
-        for i in range(n):
-            boxes = self.box_coder.decode_single(deltas[i], anchors[i][idx[i]], image_size=image_sizes[i])
-            wh = boxes[:, 2:] - boxes[:, :2]
-            keep = (wh >= self.min_size).all(1) & (scores[i] >= self.score_thresh)
-            b, s, l = boxes[keep], scores[i][keep], levels[keep]
-            keep = self.batched_nms(b, s, l, self.nms_thresh)[: self.post_nms_top_n()]
-            final_boxes.append(b[keep])
-            final_scores.append(s[keep])
-        return final_boxes, final_scores
+        dtype, device = features[0].dtype, features[0].device
+        cells = [c.to(dtype=dtype, device=device) for c in self.anchor_generator.cell_anchors]
+        h, w = images.tensors.shape[-2:]
+        strides = [(h // f.shape[-2], w // f.shape[-1]) for f in features]
+        return self.rpn_proposals(
+            [lg.detach() for lg in logits],
+            [d.detach() for d in deltas],
+            cells,
+            strides,
+            images.sizes_tensor(),
+            self.pre_nms_top_n(),
+            self.post_nms_top_n(),
+            self.nms_thresh,
+            self.min_size,
+            self.score_thresh,
+        )
 
     def assign_targets_to_anchors(
         self, anchors: List[Tensor], targets: List[Dict[str, Tensor]]
@@ -190,21 +179,18 @@ class RegionProposalNetwork(nn.Module):
 
     def forward(
         self, images, features: Dict[str, Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
-    ) -> Tuple[List[Tensor], Dict[str, Tensor]]:
+    ) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
         feats = list(features.values())
         logits, deltas = self.head(feats)
-        anchors = self.anchor_generator(images, feats)
-        num_anchors_per_level = [lg[0].numel() for lg in logits]
-        objectness, deltas = flatten_head_outputs(logits, deltas)
-        boxes, _ = self.filter_proposals(
-            objectness.detach(), deltas.detach(), anchors, images.image_sizes, num_anchors_per_level
-        )
+        boxes, _, counts = self.filter_proposals(logits, deltas, images, feats)
         losses = {}
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
+            anchors = self.anchor_generator(images, feats)
+            objectness, flat_deltas = flatten_head_outputs(logits, deltas)
             labels, matched = self.assign_targets_to_anchors(anchors, targets)
             regression_targets = [self.box_coder.encode_single(g, a) for g, a in zip(matched, anchors)]
-            loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, deltas, labels, regression_targets)
+            loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, flat_deltas, labels, regression_targets)
             losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
-        return boxes, losses
+        return boxes, counts, losses

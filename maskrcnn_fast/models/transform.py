@@ -28,6 +28,10 @@ class ImageList:
     def to(self, device):
         return ImageList(self.tensors.to(device), self.image_sizes)
 
+    def sizes_tensor(self) -> Tensor:
+        """The image sizes as int64 Tensor[N, 2] (h, w) on the batch's device."""
+        return torch.tensor(self.image_sizes, dtype=torch.int64, device=self.tensors.device).reshape(-1, 2)
+
 
 def resize_boxes(boxes: Tensor, original_size: Sequence[int], new_size: Sequence[int]) -> Tensor:
     """boxes (Tensor[N, 4]) x1, y1, x2, y2 in ``original_size`` (h, w) pixels -> ``new_size`` pixels.
