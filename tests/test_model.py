@@ -113,6 +113,31 @@ def test_frozen_backbone_like_torchvision(layers, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_builder_weights_enum(monkeypatch):
+    """weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1 (its download replaced by a local
+    state_dict): the same model as torchvision's builder gives, eps 0 included."""
+    from torchvision.models._api import WeightsEnum
+    from torchvision.models.detection import MaskRCNN_ResNet50_FPN_Weights
+
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
+    sd = TVMaskRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=91).state_dict()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *a, **k: copy.deepcopy(sd))
+    tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1)
+    for w in (MaskRCNN_ResNet50_FPN_Weights.COCO_V1, "COCO_V1", "DEFAULT"):
+        ours = maskrcnn_resnet50_fpn(weights=w)
+        for k, v in tv.state_dict().items():
+            assert torch.equal(ours.state_dict()[k], v), k
+        assert [m.eps for m in ours.modules() if isinstance(m, FrozenBatchNorm2d)] == [
+            m.eps for m in tv.modules() if isinstance(m, FrozenBatchNorm2d)
+        ] == [0.0] * 53
+        assert [n for n, p in ours.named_parameters() if p.requires_grad] == [
+            n for n, p in tv.named_parameters() if p.requires_grad
+        ]
+    with pytest.raises(ValueError, match="num_classes"):
+        maskrcnn_resnet50_fpn(weights="COCO_V1", num_classes=3)
+
+
 def test_builder_weights_forms(tmp_path):
     torch.manual_seed(0)
     tv = _tv_model(18, num_classes=5)
