@@ -168,3 +168,17 @@ def test_cuda_graph_replay_equals_eager(model):
         results.append((got, want))
     # the first replay's outputs are copies: the second replay left them alone
     _assert_same(results[0][0], results[0][1], exact_boxes=False)
+
+
+def test_static_shapes_fullgraph_with_scalar_capture(model):
+    """With capture_scalar_outputs the hand-over's counts become unbacked sizes: one graph,
+    no break at all (fullgraph=True)."""
+    torch._dynamo.reset()
+    m = copy.copy(model)
+    m.static_shapes = True
+    images = _images(seed=10)
+    with torch.no_grad(), torch._dynamo.config.patch(capture_scalar_outputs=True):
+        want = m(images)
+        got = torch.compile(m, backend="eager", fullgraph=True)(images)
+    torch._dynamo.reset()
+    _assert_same(got, want)
