@@ -42,7 +42,7 @@ def model():
     return m
 
 
-def _assert_same(got, want, exact_boxes=True):
+def _assert_same(got, want, exact_boxes=True, mask_atol=1e-5):
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert set(g) == set(w) == {"boxes", "labels", "scores", "masks"}
@@ -58,7 +58,7 @@ def _assert_same(got, want, exact_boxes=True):
             torch.testing.assert_close(g["scores"], w["scores"])
         assert g["masks"].shape == w["masks"].shape
         # the mask head runs on D rows instead of K: its convolutions may round differently
-        torch.testing.assert_close(g["masks"], w["masks"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(g["masks"], w["masks"], atol=mask_atol, rtol=1e-4)
 
 
 def test_static_shapes_equal_dynamic(model):
@@ -158,14 +158,20 @@ def test_cuda_graph_replay_equals_eager(model):
     captured = maskrcnn_fast.capture_cuda_graph(m, _images(seed=7, device="cuda"))
     with pytest.raises(ValueError, match="captured for"):
         captured([im[:, :-1] for im in _images(seed=7, device="cuda")])
+    static = copy.copy(m)
+    static.static_shapes = True
     results = []
     for seed in (8, 9):
         images = _images(seed=seed, device="cuda")
         got = captured(images)
         with torch.no_grad():
-            want = m(images)
-        _assert_same(got, want, exact_boxes=False)
-        results.append((got, want))
+            want_static, want = static(images), m(images)
+        # the same kernels on the same shapes as the eager static-shape forward
+        _assert_same(got, want_static, exact_boxes=False)
+        # the dynamic forward's mask head runs on fewer rows: cuDNN may pick other algorithms
+        # (TF32 by default), hence the looser masks
+        _assert_same(got, want, exact_boxes=False, mask_atol=2e-3)
+        results.append((got, want_static))
     # the first replay's outputs are copies: the second replay left them alone
     _assert_same(results[0][0], results[0][1], exact_boxes=False)
 
