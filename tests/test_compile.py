@@ -152,6 +152,45 @@ def test_captured_rejects_other_sizes(model):
         captured(images[0])
 
 
+class _EagerGraph:
+    """Stands in for a CUDAGraph on the CPU: replay() recomputes into the static outputs."""
+
+    def __init__(self, fn, outputs):
+        self.fn, self.outputs = fn, outputs
+
+    def replay(self):
+        new = self.fn()
+        for key, v in new.items():
+            if isinstance(v, list):
+                for dst, src in zip(self.outputs[key], v):
+                    dst.copy_(src)
+            else:
+                self.outputs[key].copy_(v)
+
+
+def test_captured_call_path_on_cpu(model):
+    """The replay callable's input copy, replay and compaction, with an eager stand-in graph."""
+    from maskrcnn_fast.cuda_graph import CapturedMaskRCNN
+
+    example = _images(seed=11)
+    with torch.no_grad():
+        il, _ = model.transform(example, None)
+        batch = il.tensors.clone()
+        consts = model.static_constants(il.image_sizes, SIZES, batch.device)
+        fn = lambda: model.forward_padded(batch, il.image_sizes, SIZES, consts)  # noqa: E731
+        outputs = fn()
+    captured = CapturedMaskRCNN(
+        model, _EagerGraph(fn, outputs), [tuple(im.shape) for im in example], il.image_sizes, batch, outputs,
+        torch.device("cpu"),
+    )
+    first_images, second_images = _images(seed=12), _images(seed=13)
+    first = captured(first_images)
+    second = captured(second_images)
+    with torch.no_grad():
+        _assert_same(first, model(first_images))  # not overwritten by the second replay
+        _assert_same(second, model(second_images))
+
+
 @pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
 def test_cuda_graph_replay_equals_eager(model):
     m = copy.deepcopy(model).cuda()
