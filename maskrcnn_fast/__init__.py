@@ -33,3 +33,6 @@ def build_info():
         "cuda_arch_list": list(_cfg.cuda_arch_list) if _cfg else [],
         "cuda_kernels": bool(_cfg.with_cuda) if _cfg else False,
     }
+
+from .cuda_graph import capture as capture_cuda_graph  # noqa: E402
+__all__ += ["capture_cuda_graph"]

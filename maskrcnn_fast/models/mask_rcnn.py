@@ -3,7 +3,7 @@
 Same arguments, state_dict keys, outputs and losses as torchvision's ``MaskRCNN``; the ops it
 runs on are chosen once by ``ops`` ("fused" or "torch", see ``models/_ops.py``).
 """
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ._ops import OpSet, get_ops
 from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
-from .transform import ImageTransform
+from .transform import ImageList, ImageTransform
 
 __all__ = ["MaskRCNN", "check_inputs"]
 
@@ -97,6 +97,13 @@ class MaskRCNN(nn.Module):
       training: dict loss_classifier, loss_box_reg, loss_mask, loss_objectness,
       loss_rpn_box_reg. targets: list of dicts boxes float Tensor[K, 4], labels int64 Tensor[K],
       masks Tensor[K, H, W] (uint8 or bool).
+
+    static_shapes (bool): in eval, run the mask head and the mask pasting on the padded
+    detections (``box_detections_per_img`` rows per image, counts on the device) so that
+    everything up to the final hand-over has static shapes and no host synchronisation
+    (torch.compile without graph breaks, CUDA graphs: see :meth:`forward_padded`); only
+    :meth:`compact` cuts the padding. Same outputs; slower on the CPU (the mask head and the
+    pasting run on all padded rows), hence off by default. A plain attribute, may be set later.
     """
 
     def __init__(
@@ -137,6 +144,7 @@ class MaskRCNN(nn.Module):
         size_divisible: int = 32,
         fixed_size=None,
         ops: Union[str, OpSet] = "fused",
+        static_shapes: bool = False,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
@@ -212,6 +220,7 @@ class MaskRCNN(nn.Module):
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
+        self.static_shapes = bool(static_shapes)
 
     def _device(self) -> Optional[torch.device]:
         p = next(self.parameters(), None)
@@ -229,6 +238,10 @@ class MaskRCNN(nn.Module):
             self._device(),
         )
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        if self.static_shapes and not self.training:
+            image_list, _ = self.transform(images, None)
+            padded = self.forward_padded(image_list.tensors, image_list.image_sizes, original_sizes)
+            return self.compact(padded, original_sizes)
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
         proposals, counts, rpn_losses = self.rpn(image_list, features, targets)
@@ -236,3 +249,81 @@ class MaskRCNN(nn.Module):
         if self.training:
             return {**head_losses, **rpn_losses}
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    # ---- static-shape inference ---------------------------------------------------------------
+
+    @staticmethod
+    def static_constants(
+        image_sizes: List[Tuple[int, int]], original_sizes: List[Tuple[int, int]], device
+    ) -> Tuple[Tensor, Tensor]:
+        """The device tensors :meth:`forward_padded` needs, made once outside a CUDA graph.
+
+        -> (image_sizes as int64 Tensor[N, 2] (h, w); box scale factors float32 Tensor[N, 4]
+        (w, h, w, h) original / resized, divided in float32 as torchvision's resize_boxes does,
+        so that the rescaled boxes are bit-identical to it).
+        """
+        sizes = torch.tensor(image_sizes, dtype=torch.int64, device=device).reshape(-1, 2)
+        new = torch.tensor([[w, h, w, h] for h, w in original_sizes], dtype=torch.float32, device=device)
+        old = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=torch.float32, device=device)
+        return sizes, (new / old).reshape(-1, 4)
+
+    def forward_padded(
+        self,
+        batch: Tensor,
+        image_sizes: List[Tuple[int, int]],
+        original_sizes: List[Tuple[int, int]],
+        constants: Optional[Tuple[Tensor, Tensor]] = None,
+    ) -> Dict[str, Union[Tensor, List[Tensor]]]:
+        """Eval forward from the transformed batch to padded outputs in original pixels, with
+        static shapes and no host synchronisation (what a CUDA graph captures).
+
+        batch (Tensor[N, 3, H_pad, W_pad]): ``self.transform``'s normalised, resized, padded
+        batch; image_sizes: its images' resized (h, w); original_sizes: the input images' (h, w);
+        constants: :meth:`static_constants` (made here when None).
+
+        Returns dict boxes Tensor[N, D, 4] (original pixels), scores Tensor[N, D], labels
+        Tensor[N, D], counts Tensor[N] (valid rows, on the device) and, with a mask head, masks:
+        list of N Tensor[D, 1, h_i, w_i] (pasted probabilities, original size); D =
+        box_detections_per_img. Rows past counts[i] are padding.
+        """
+        if self.training:
+            raise RuntimeError("forward_padded is for inference; call eval() first")
+        if constants is None:
+            constants = self.static_constants(image_sizes, original_sizes, batch.device)
+        sizes, ratios = constants
+        features = self.backbone(batch)
+        image_list = ImageList(batch, image_sizes)
+        proposals, counts, _ = self.rpn(image_list, features, None, image_sizes=sizes)
+        out: Dict[str, Union[Tensor, List[Tensor]]] = dict(
+            self.roi_heads.forward_padded(features, proposals, counts, image_sizes, image_sizes=sizes)
+        )
+        boxes = out["boxes"]
+        boxes = (boxes * ratios[:, None, :].to(boxes.dtype)).to(boxes.dtype)
+        out["boxes"] = boxes
+        if "masks" in out:
+            masks = out["masks"]
+            out["masks"] = [self.transform.paste_masks(m, b, o) for m, b, o in zip(masks, boxes, original_sizes)]
+        return out
+
+    @staticmethod
+    def compact(
+        padded: Dict[str, Union[Tensor, List[Tensor]]], original_sizes: List[Tuple[int, int]], clone: bool = False
+    ) -> List[Dict[str, Tensor]]:
+        """Padded outputs of :meth:`forward_padded` -> torchvision's list of dicts (boxes, labels,
+        scores, masks) of exact sizes. The hand-over to the user: reads the counts on the host
+        (the one synchronisation). clone: copy out of the padded buffers (a CUDA graph's static
+        outputs are overwritten by its next replay)."""
+        ks = padded["counts"].tolist()
+        result: List[Dict[str, Tensor]] = []
+        for i, k in enumerate(ks):
+            r = {
+                "boxes": padded["boxes"][i, :k],
+                "labels": padded["labels"][i, :k],
+                "scores": padded["scores"][i, :k],
+            }
+            if "masks" in padded:
+                r["masks"] = padded["masks"][i][:k]
+            if clone:
+                r = {key: v.clone() for key, v in r.items()}
+            result.append(r)
+        return result

@@ -5,7 +5,9 @@ Same results and state_dict keys as torchvision's ``RoIHeads`` with ``TwoMLPHead
 runs on the RPN's padded proposals and one ``detection_postprocess`` call
 (:meth:`RoIHeads.postprocess_detections`) turns its outputs into padded detections; the
 detections are cut to their counts (the one host synchronisation of inference) before the mask
-head, so that it runs only on real detections.
+head, so that it runs only on real detections. :meth:`RoIHeads.forward_padded` instead runs the
+mask head on the padded detections (static shapes, no host synchronisation), for torch.compile
+and CUDA graphs.
 """
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
@@ -237,6 +239,7 @@ class RoIHeads(nn.Module):
         proposals: Tensor,
         proposal_counts: Tensor,
         image_shapes: List[Tuple[int, int]],
+        image_sizes: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         """class_logits (Tensor[N*P, C]), box_regression (Tensor[N*P, 4C]), proposals
         (Tensor[N, P, 4], the first proposal_counts[i] valid) -> boxes Tensor[N, D, 4], scores
@@ -245,8 +248,12 @@ class RoIHeads(nn.Module):
 
         Softmax; decode per class and clip to the image; every (proposal, class >= 1) pair is a
         candidate; drop scores <= score_thresh and boxes under 0.01 px; NMS per class; top-k.
+        image_sizes: image_shapes as int64 Tensor[N, 2] on the device, when the caller has it
+        (a CUDA graph cannot copy from the host while it captures).
         """
-        sizes = torch.tensor(image_shapes, dtype=torch.int64, device=proposals.device).reshape(-1, 2)
+        sizes = image_sizes
+        if sizes is None:
+            sizes = torch.tensor(image_shapes, dtype=torch.int64, device=proposals.device).reshape(-1, 2)
         boxes, scores, labels, counts, _ = self.detection_postprocess(
             class_logits,
             box_regression,
@@ -268,6 +275,41 @@ class RoIHeads(nn.Module):
         flat = torch.cat(labels)
         picked = mask_logits[torch.arange(flat.shape[0], device=flat.device), flat][:, None]
         return list(picked.sigmoid().split([lab.shape[0] for lab in labels]))
+
+    def forward_padded(
+        self,
+        features: Dict[str, Tensor],
+        proposals: Tensor,
+        proposal_counts: Tensor,
+        image_shapes: List[Tuple[int, int]],
+        image_sizes: Optional[Tensor] = None,
+    ) -> Dict[str, Tensor]:
+        """Inference with static shapes and no host synchronisation.
+
+        proposals (Tensor[N, P, 4], padded), proposal_counts (Tensor[N]) -> dict boxes
+        Tensor[N, D, 4], scores Tensor[N, D], labels Tensor[N, D], counts Tensor[N] (valid rows
+        per image, on the device) and, with a mask head, masks Tensor[N, D, 1, M, M]
+        (probabilities); D = detections_per_img. The rows after counts[i] are padding (their
+        masks are computed from the zero boxes and mean nothing). The mask head runs on all
+        N * D rows; each row's result is its own, so the valid rows equal :meth:`forward`'s.
+        image_sizes: as in :meth:`postprocess_detections`.
+        """
+        if self.training:
+            raise RuntimeError("forward_padded is for inference; call eval() first")
+        box_features = self.box_roi_pool(features, list(proposals), image_shapes)
+        class_logits, box_regression = self.box_predictor(self.box_head(box_features))
+        boxes, scores, labels, counts = self.postprocess_detections(
+            class_logits, box_regression, proposals, proposal_counts, image_shapes, image_sizes
+        )
+        out = {"boxes": boxes, "scores": scores, "labels": labels, "counts": counts}
+        if self.has_mask():
+            n, d = labels.shape
+            mask_features = self.mask_roi_pool(features, list(boxes), image_shapes)
+            mask_logits = self.mask_predictor(self.mask_head(mask_features))
+            flat = labels.reshape(-1)  # padding rows have label 0: a valid index, ignored later
+            picked = mask_logits[torch.arange(flat.shape[0], device=flat.device), flat]
+            out["masks"] = picked.sigmoid().reshape(n, d, 1, *mask_logits.shape[-2:])
+        return out
 
     def forward(
         self,

@@ -106,6 +106,18 @@ class RegionProposalNetwork(nn.Module):
         self.nms_thresh = nms_thresh
         self.score_thresh = score_thresh
         self.min_size = 1e-3
+        # the cell anchors cast to each (dtype, device) once: a CUDA graph cannot copy them from
+        # the host while it captures, and a per-call copy would be a host-to-device transfer
+        self._cells: Dict[Tuple[torch.dtype, torch.device], List[Tensor]] = {}
+
+    def cell_anchors(self, dtype: torch.dtype, device: torch.device) -> List[Tensor]:
+        """The anchor generator's cell anchors (list of Tensor[A_l, 4]) in dtype on device."""
+        key = (dtype, device)
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = [c.to(dtype=dtype, device=device) for c in self.anchor_generator.cell_anchors]
+            self._cells[key] = cells
+        return cells
 
     def pre_nms_top_n(self) -> int:
         return self._pre_nms_top_n["training" if self.training else "testing"]
@@ -114,7 +126,12 @@ class RegionProposalNetwork(nn.Module):
         return self._post_nms_top_n["training" if self.training else "testing"]
 
     def filter_proposals(
-        self, logits: List[Tensor], deltas: List[Tensor], images, features: List[Tensor]
+        self,
+        logits: List[Tensor],
+        deltas: List[Tensor],
+        images,
+        features: List[Tensor],
+        image_sizes: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """logits (list of Tensor[N, A, H_l, W_l]), deltas (list of Tensor[N, 4A, H_l, W_l]) ->
         proposals Tensor[N, P, 4], scores Tensor[N, P] (sigmoid, decreasing), counts Tensor[N].
@@ -122,9 +139,12 @@ class RegionProposalNetwork(nn.Module):
         torchvision's anchors + decode + filter_proposals: per level the pre_nms_top_n best
         logits; decode and clip to the image; drop boxes under min_size and scores under
         score_thresh; NMS within each level; keep post_nms_top_n. No host synchronisation.
+        image_sizes: ``images.sizes_tensor()`` when the caller has it on the device already.
         """
         dtype, device = features[0].dtype, features[0].device
-        cells = [c.to(dtype=dtype, device=device) for c in self.anchor_generator.cell_anchors]
+        if image_sizes is None:
+            image_sizes = images.sizes_tensor()
+        cells = self.cell_anchors(dtype, device)
         h, w = images.tensors.shape[-2:]
         strides = [(h // f.shape[-2], w // f.shape[-1]) for f in features]
         return self.rpn_proposals(
@@ -132,7 +152,7 @@ class RegionProposalNetwork(nn.Module):
             [d.detach() for d in deltas],
             cells,
             strides,
-            images.sizes_tensor(),
+            image_sizes,
             self.pre_nms_top_n(),
             self.post_nms_top_n(),
             self.nms_thresh,
@@ -178,11 +198,15 @@ class RegionProposalNetwork(nn.Module):
         return obj_loss, box_loss
 
     def forward(
-        self, images, features: Dict[str, Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+        self,
+        images,
+        features: Dict[str, Tensor],
+        targets: Optional[List[Dict[str, Tensor]]] = None,
+        image_sizes: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
         feats = list(features.values())
         logits, deltas = self.head(feats)
-        boxes, _, counts = self.filter_proposals(logits, deltas, images, feats)
+        boxes, _, counts = self.filter_proposals(logits, deltas, images, feats, image_sizes)
         losses = {}
         if self.training:
             if targets is None:
