@@ -2,6 +2,8 @@
 results, with the FPN level of every ROI chosen inside the kernel instead of a Python loop of
 ``where``/``roi_align``/index-put per level.
 """
+import math
+import struct
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -95,8 +97,11 @@ def _infer_scales(features: List[Tensor], image_shapes: List[Tuple[int, int]]) -
     max_h = max(int(s[0]) for s in image_shapes)
     scales = []
     for f in features:
-        approx = float(f.shape[-2]) / float(max_h)
-        scales.append(2 ** float(torch.tensor(approx).log2().round()))
+        # Plain Python, no tensor: no graph break under torch.compile. The ratio is rounded
+        # to float32 first as torchvision's torch.tensor(approx) does; round() is half-to-even
+        # like torch.round.
+        approx = struct.unpack("f", struct.pack("f", float(f.shape[-2]) / float(max_h)))[0]
+        scales.append(2.0 ** round(math.log2(approx)))
     return scales
 
 
