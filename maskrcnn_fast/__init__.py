@@ -33,3 +33,7 @@ def build_info():
         "cuda_arch_list": list(_cfg.cuda_arch_list) if _cfg else [],
         "cuda_kernels": bool(_cfg.with_cuda) if _cfg else False,
     }
+
+from .inference import optimize_for_inference  # noqa: E402
+
+__all__.append("optimize_for_inference")
