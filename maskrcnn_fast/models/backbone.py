@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Callable, Dict, List, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
@@ -97,6 +98,7 @@ class FeaturePyramid(nn.Module):
 
 class BackboneWithFPN(nn.Module):
     """body (ResNetBody) then fpn (FeaturePyramid); ``out_channels`` is the FPN's width.
+    ``channels_last`` (attribute, default False): run the convolutions on channels_last input.
 
     forward(Tensor[N, 3, H, W]) -> OrderedDict '0', '1', '2', '3', 'pool' (strides 4 ... 64).
     """
@@ -106,8 +108,16 @@ class BackboneWithFPN(nn.Module):
         self.body = body
         self.fpn = fpn
         self.out_channels = out_channels
+        # Off by default: NCHW gives features bit-identical to torchvision's. On the CPU,
+        # oneDNN's convolutions run 2-3x faster on channels_last activations (ResNet-50 FPN at
+        # 800x1088, rounding differs by ~1e-6 relative); optimize_for_inference turns it on.
+        self.channels_last = False
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        if getattr(self, "channels_last", False) and x.dim() == 4:  # older pickles lack it
+            # the format then carries through every conv after this one (the heads' too), and
+            # our ROI align reads channels_last features directly
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.fpn(self.body(x))
 
 
