@@ -147,7 +147,9 @@ class FeaturePyramid(nn.Module):
         results = [self.layer_blocks[-1](inner)]
         for i in range(len(feats) - 2, -1, -1):
             lateral = self.inner_blocks[i](feats[i])
-            inner = lateral + F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
+            # in place on the fresh lateral (same sum, no second big output to fault in);
+            # autograd-safe: neither the conv's nor the add's backward reads it
+            inner = lateral.add_(F.interpolate(inner, size=lateral.shape[-2:], mode="nearest"))
             results.insert(0, self.layer_blocks[i](inner))
         results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2))
         return OrderedDict(zip(names + ["pool"], results))
