@@ -3,7 +3,9 @@ no resize), batch 1 and 2, eval mode, no_grad.
 
 Every impl runs the same random weights (torchvision's initialisation, seed 0): ``fused`` and
 ``torch`` are maskrcnn_fast's model on our kernels / our pure-PyTorch ops, ``torchvision`` is
-torchvision's maskrcnn_resnet50_fpn with the same state_dict. With these weights about three
+torchvision's maskrcnn_resnet50_fpn with the same state_dict. The ``model_optimized`` groups run
+``fused`` and ``torch`` through ``maskrcnn_fast.optimize_for_inference`` (batch norms folded,
+channels_last convolutions) against torchvision's model as it is. With these weights about three
 class scores per proposal pass box_score_thresh=0.05, so every image gets its 100 detections and
 100 masks, as with trained weights. ``extra_info`` records images/s and the detections per image.
 """
@@ -11,11 +13,14 @@ import pytest
 import torch
 import torchvision
 
-from common import IMPLS, run
+from common import IMPLS, _sync
+from maskrcnn_fast import optimize_for_inference
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn
 
 H, W = 800, 1088
-BUDGET_S = 1.0  # one forward takes seconds on a CPU: run()'s minimum of 3 rounds applies
+# One forward takes seconds on a CPU: a fixed 1 warm-up + 3 timed rounds per benchmark (not
+# common.run's budget sizing, which adds a second warm-up), so the file finishes in ~4 minutes.
+ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -24,27 +29,45 @@ def state():
     return torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
 
 
-def _model(impl, state, device):
+def _model(impl, state, device, optimized=False):
     if impl == "torchvision":
         model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     else:
         model = maskrcnn_resnet50_fpn(ops=impl)
     model.load_state_dict(state)
-    return model.eval().to(device)
+    model = model.eval().to(device)
+    if optimized and impl != "torchvision":
+        model = optimize_for_inference(model)
+    return model
+
+
+def _bench(benchmark, device, state, impl, bs, optimized):
+    model = _model(impl, state, device, optimized)
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, H, W, generator=g).to(device) for _ in range(bs)]
+
+    def fn():
+        with torch.no_grad():
+            out = model(images)
+        _sync(device)
+        return out
+
+    benchmark.group = f"model{'_optimized' if optimized else ''}[bs{bs}]"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["device"] = str(device)
+    out = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["detections_per_image"] = [int(o["boxes"].shape[0]) for o in out]
+    benchmark.extra_info["images_per_s"] = bs / benchmark.stats.stats.median
 
 
 # impl varies fastest: the three impls of a group run back to back, under the same machine load
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("bs", [1, 2])
 def bench_model(benchmark, device, state, impl, bs):
-    model = _model(impl, state, device)
-    g = torch.Generator().manual_seed(1)
-    images = [torch.rand(3, H, W, generator=g).to(device) for _ in range(bs)]
+    _bench(benchmark, device, state, impl, bs, optimized=False)
 
-    def fn():
-        with torch.no_grad():
-            return model(images)
 
-    out = run(benchmark, group=f"model[bs{bs}]", impl=impl, fn=fn, device=device, budget_s=BUDGET_S)
-    benchmark.extra_info["detections_per_image"] = [int(o["boxes"].shape[0]) for o in out]
-    benchmark.extra_info["images_per_s"] = bs / benchmark.stats.stats.median
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("bs", [1, 2])
+def bench_model_optimized(benchmark, device, state, impl, bs):
+    _bench(benchmark, device, state, impl, bs, optimized=True)

@@ -35,4 +35,6 @@ def build_info():
     }
 
 from .cuda_graph import capture as capture_cuda_graph  # noqa: E402
-__all__ += ["capture_cuda_graph"]
+from .inference import optimize_for_inference  # noqa: E402
+
+__all__ += ["models", "optimize_for_inference", "capture_cuda_graph"]

@@ -1,0 +1,109 @@
+"""Inference-only rewrites of a model: batch norms folded into their convolutions, and the
+memory format the convolutions run fastest in on the model's device.
+
+:func:`optimize_for_inference` works on a deep copy; the model passed in is never modified.
+"""
+import copy
+from typing import Optional
+
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d as _TVFrozenBatchNorm2d
+
+from .models.backbone import BackboneWithFPN
+
+__all__ = ["optimize_for_inference", "fold_batch_norms"]
+
+
+def _is_frozen_bn(m: nn.Module) -> bool:
+    # ours would be a subclass or a look-alike: any module named so with the four buffers
+    if isinstance(m, _TVFrozenBatchNorm2d):
+        return True
+    return type(m).__name__ == "FrozenBatchNorm2d" and all(
+        hasattr(m, b) for b in ("weight", "bias", "running_mean", "running_var")
+    )
+
+
+def _bn_affine(bn: nn.Module):
+    """-> (scale [C], shift [C]) in float64 with bn(x) == x * scale + shift, or None when the
+    module is not a foldable (frozen or eval-mode, running-statistics) batch norm."""
+    if _is_frozen_bn(bn):
+        eps = float(getattr(bn, "eps", 1e-5))
+        w, b = bn.weight, bn.bias
+    elif isinstance(bn, nn.BatchNorm2d):
+        if bn.training or bn.running_mean is None or bn.running_var is None:
+            return None
+        eps = float(bn.eps)
+        w = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+        b = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+    else:
+        return None
+    scale = w.detach().double() * torch.rsqrt(bn.running_var.detach().double() + eps)
+    shift = b.detach().double() - bn.running_mean.detach().double() * scale
+    return scale, shift
+
+
+@torch.no_grad()
+def _fold_into(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    w = conv.weight
+    conv.weight = nn.Parameter(
+        (w.double() * scale.reshape(-1, *([1] * (w.dim() - 1)))).to(w.dtype), requires_grad=False
+    )
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(shift)
+    conv.bias = nn.Parameter((bias * scale + shift).to(w.dtype), requires_grad=False)
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Folds, IN PLACE, every batch norm that directly follows a Conv2d among its parent's
+    children (the conv/bn pairs of torchvision's ResNets: ``conv1, bn1``, ``downsample.0, .1``)
+    into that conv, and replaces it by ``nn.Identity``. Only frozen and eval-mode batch norms
+    with running statistics are folded. Returns how many were folded."""
+    folded = 0
+    for parent in list(model.modules()):
+        prev_name: Optional[str] = None
+        for name, child in list(parent.named_children()):
+            prev = getattr(parent, prev_name) if prev_name is not None else None
+            prev_name = name
+            if not isinstance(prev, nn.Conv2d):
+                continue
+            affine = _bn_affine(child)
+            if affine is None or affine[0].numel() != prev.out_channels:
+                continue
+            _fold_into(prev, affine[0].to(prev.weight.device), affine[1].to(prev.weight.device))
+            setattr(parent, name, nn.Identity())
+            folded += 1
+    return folded
+
+
+def _channels_last_pays(device: torch.device) -> bool:
+    # Measured on the 2-core CPU (ResNet-50 FPN at 800x1088, batch 1): body + FPN take ~0.7 s
+    # on channels_last activations against ~2.0 s on NCHW ones (oneDNN's NHWC kernels, the
+    # 1x1 convolutions most); on CUDA channels_last feeds the tensor cores.
+    return device.type in ("cpu", "cuda")
+
+
+def optimize_for_inference(model: nn.Module, channels_last: Optional[bool] = None) -> nn.Module:
+    """A copy of ``model`` for inference: eval mode, no gradients, every frozen / eval-mode
+    batch norm folded into the convolution before it (same results up to float rounding), and
+    channels_last convolutions where that is faster (``channels_last``: None picks per device,
+    on for the CPU and CUDA; True / False forces it): the weights and, for our backbone, the
+    input are made channels_last, and the activations stay so through every convolution. ``model`` and its state_dict are left as they are.
+
+    The copy's state_dict lacks the folded batch norms' keys: save the original's.
+    """
+    opt = copy.deepcopy(model)
+    opt.eval()
+    for p in opt.parameters():
+        p.requires_grad_(False)
+    fold_batch_norms(opt)
+    p = next(opt.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    if channels_last is None:
+        channels_last = _channels_last_pays(device)
+    if channels_last:
+        for m in opt.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+            if isinstance(m, BackboneWithFPN):
+                m.channels_last = True
+    return opt
