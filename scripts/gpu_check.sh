@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with a GPU and its own torch (no network, nothing installed from registries):
 # build the extension for this GPU's architecture, run the CUDA tests and the CUDA benchmarks,
-# print the table. Budget: under 8 minutes on an H100.
+# print the table. Budget: under 8 minutes on an H100 (each step has its own timeout:
+# build 200 s, tests 100 s, benchmarks 170 s). The tests include the model parity on CUDA and
+# the benchmarks the model on CUDA (fp32 and autocast fp16, batch 1 and 8, with and without
+# CUDA-graph replay).
 #
 #   bash scripts/gpu_check.sh            # build + CUDA tests + CUDA benchmarks
 #   PYTHON=python3.12 bash scripts/gpu_check.sh
@@ -33,16 +36,16 @@ echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
 step "build against this torch"
 # The .so of another torch cannot load here: always rebuild.
 rm -rf build maskrcnn_fast/_C*.so
-timeout 300 $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+timeout 200 $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
 tail -2 "$OUT/build.log"
 $PY -c "import maskrcnn_fast; print(maskrcnn_fast.build_info())" || exit 1
 
 step "CUDA tests (and the CPU-vs-CUDA equality tests)"
-timeout 200 $PY -m pytest tests -q -x -k "cuda" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
+timeout 100 $PY -m pytest tests -q --maxfail=20 -k "cuda" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 step "CUDA benchmarks"
-MF_BENCH_DEVICE=cuda MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.5} timeout 200 $PY -m pytest benchmarks -q \
+MF_BENCH_DEVICE=cuda MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.3} timeout 170 $PY -m pytest benchmarks -q \
   -o python_files='bench_*.py' -o python_functions='bench_*' -p no:cacheprovider \
   --benchmark-only --benchmark-json="$OUT/bench.json" --benchmark-columns=median,rounds \
   > "$OUT/bench.log" 2>&1 || { tail -30 "$OUT/bench.log"; status=1; }

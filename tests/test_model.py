@@ -16,6 +16,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as tv_resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from conftest import CUDA_AVAILABLE
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
 from maskrcnn_fast.models.transform import ImageTransform, paste_masks_loop
 
@@ -295,6 +296,24 @@ def test_eval_matches_torchvision(models, tv_detections, impl, batch):
     with torch.no_grad():
         got = ours[impl](_images(batch))
     _assert_same_detections(got, tv_detections[batch])
+
+
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
+@pytest.mark.parametrize("batch", [1, 3])
+def test_eval_matches_torchvision_cuda(models, batch):
+    """On the GPU, fp32 without TF32: torchvision's model and ours (fused kernels) agree."""
+    tv, ours = models
+    tv_c, ours_c = copy.deepcopy(tv).cuda(), copy.deepcopy(ours["fused"]).cuda()
+    images = [im.cuda() for im in _images(batch)]
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            want, got = tv_c(images), ours_c(images)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    _assert_same_detections([{k: v.cpu() for k, v in d.items()} for d in got],
+                            [{k: v.cpu() for k, v in d.items()} for d in want], atol=1e-3)
 
 
 def _train_inputs():
