@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <vector>
 
 #include "common/checks.h"
 #include "common/multilevel_math.h"
@@ -154,6 +155,26 @@ void set_levels_meta(FeatureLevels<ptr_t, acc_t>& f, c10::ArrayRef<double> scale
   }
   f.k_min = level_of_scale(scales.front());
   f.k_max = level_of_scale(scales.back());
+}
+
+// Pointers, strides, sizes, scales and k_min/k_max of the levels from their maps
+// ([N, C, H_l, W_l], any strides): the one setup of the CPU and CUDA, forward and backward
+// entry points. `data(map)` gives each map's data pointer of type ptr_t.
+template <typename ptr_t, typename acc_t, typename DataFn>
+void set_levels(FeatureLevels<ptr_t, acc_t>& f, at::TensorList maps,
+                c10::ArrayRef<double> scales, DataFn data) {
+  std::vector<int64_t> hs, ws;
+  for (size_t l = 0; l < maps.size(); ++l) {
+    const at::Tensor& x = maps[l];
+    f.data[l] = data(x);
+    f.stride_n[l] = x.stride(0);
+    f.stride_c[l] = x.stride(1);
+    f.stride_y[l] = x.stride(2);
+    f.stride_x[l] = x.stride(3);
+    hs.push_back(x.size(2));
+    ws.push_back(x.size(3));
+  }
+  set_levels_meta(f, scales, hs, ws);
 }
 
 }  // namespace maskrcnn_fast

@@ -301,18 +301,8 @@ at::Tensor multilevel_roi_align_cpu(at::TensorList features, const at::Tensor& r
         using acc_t = at::opmath_type<scalar_t>;
         check_batch_indices<acc_t>(rois_c, N);
         FeatureLevels<const scalar_t*, acc_t> f;
-        std::vector<int64_t> hs, ws;
-        for (size_t l = 0; l < features.size(); ++l) {
-          const at::Tensor& x = features[l];
-          f.data[l] = x.const_data_ptr<scalar_t>();
-          f.stride_n[l] = x.stride(0);
-          f.stride_c[l] = x.stride(1);
-          f.stride_y[l] = x.stride(2);
-          f.stride_x[l] = x.stride(3);
-          hs.push_back(x.size(2));
-          ws.push_back(x.size(3));
-        }
-        set_levels_meta(f, scales, hs, ws);
+        set_levels(f, features, scales,
+                   [](const at::Tensor& x) { return x.const_data_ptr<scalar_t>(); });
         const PoolParams<acc_t> p =
             make_pool_params<acc_t>(N, C, pooled_height, pooled_width, sampling_ratio, aligned,
                                     canonical_scale, canonical_level, eps, false);
@@ -350,14 +340,8 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cpu(
           using acc_t = at::opmath_type<scalar_t>;
           check_batch_indices<acc_t>(rois_c, batch_size);
           FeatureLevels<acc_t*, acc_t> f;
-          for (int64_t l = 0; l < L; ++l) {
-            f.data[l] = acc_grads[l].mutable_data_ptr<acc_t>();
-            f.stride_n[l] = channels * heights[l] * widths[l];
-            f.stride_c[l] = heights[l] * widths[l];
-            f.stride_y[l] = widths[l];
-            f.stride_x[l] = 1;
-          }
-          set_levels_meta(f, scales, heights, widths);
+          set_levels(f, acc_grads, scales,
+                     [](const at::Tensor& x) { return x.mutable_data_ptr<acc_t>(); });
           const PoolParams<acc_t> p =
               make_pool_params<acc_t>(batch_size, channels, pooled_height, pooled_width,
                                       sampling_ratio, aligned, canonical_scale, canonical_level,
