@@ -118,4 +118,16 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
   // ---- end section: detection_postprocess ------------------------------------------
+  //
+  //
+  //
+  // ---- section: box_iou, match_boxes -----------------------------------------------
+
+  // ---- end section: box_iou, match_boxes -------------------------------------------
+  //
+  //
+  //
+  // ---- section: mask_targets -------------------------------------------------------
+
+  // ---- end section: mask_targets ---------------------------------------------------
 }
