@@ -197,12 +197,16 @@ def _evaluate(model, dataset, device, args, output_json) -> dict:
 def cmd_train(args) -> int:
     import torch
 
-    from .engine import NonFiniteLossError, Trainer, init_distributed
+    from .engine import NonFiniteLossError, Trainer, init_distributed, seed_everything
 
     if args.resume and not os.path.exists(args.resume):
         raise UsageError(f"--resume: checkpoint not found: {args.resume}")
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = _device(args.device, local)
+    if args.iterations is not None and args.iterations < 1:
+        raise UsageError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.iterations is None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     if args.amp and not device.startswith("cuda"):
         raise UsageError("--amp needs a CUDA device")
     dataset = _dataset(args, train=True)
@@ -219,6 +223,7 @@ def cmd_train(args) -> int:
             raise UsageError(f"--resume: the checkpoint is ResNet-{ck['model_args']['depth']}, not --depth {args.depth}")
         del ck
     info = init_distributed(device)
+    seed_everything(args.seed)  # the initial weights (DistributedDataParallel copies rank 0's)
     model = build_model(model_args, ops=args.ops)
     group_ids = None
     if args.aspect_ratio_group_factor >= 0:

@@ -38,6 +38,7 @@ __all__ = [
     "default_lr",
     "init_distributed",
     "load_checkpoint",
+    "seed_everything",
     "train",
 ]
 
