@@ -300,19 +300,28 @@ def _list_images(inputs: List[str]) -> List[str]:
 
 
 def _read_image(path: str):
+    """-> float32 Tensor[3, H, W] in [0, 1] (RGB)."""
+    import numpy as np
     import torch
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from PIL import Image
 
     try:
-        img = decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except Exception as e:  # noqa: BLE001  torchvision raises RuntimeError for undecodable data
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001  PIL raises several kinds for undecodable data
         raise UsageError(f"cannot read image {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    return img.to(torch.float32) / 255
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32) / 255
+
+
+def _write_png(img, path: str) -> None:
+    """uint8 Tensor[3, H, W] -> PNG file."""
+    from PIL import Image
+
+    Image.fromarray(img.permute(1, 2, 0).contiguous().numpy()).save(path)
 
 
 def cmd_predict(args) -> int:
     import torch
-    from torchvision.io import write_png
 
     from .visualize import detections_to_records, draw_detections, select_detections
 
@@ -337,7 +346,7 @@ def cmd_predict(args) -> int:
             det = model([img.to(device)])[0]
         det = select_detections({k: v.cpu() for k, v in det.items()}, args.score_thresh)
         png = os.path.join(args.output_dir, base + ".png")
-        write_png(draw_detections(img, det, names), png)
+        _write_png(draw_detections(img, det, names), png)
         js = os.path.join(args.output_dir, base + ".json")
         with open(js, "w") as fh:
             json.dump({"image": os.path.abspath(f), "height": img.shape[1], "width": img.shape[2],
@@ -407,7 +416,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="default 0.02 x total batch / 16")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--warmup-iters", type=int, default=1000, help="linear warm-up steps (default 1000)")
+    t.add_argument("--warmup-iters", type=int, help="linear warm-up steps (default 1000, at most one epoch)")
     t.add_argument("--warmup-factor", type=float, default=0.001)
     t.add_argument("--lr-steps", type=int, nargs="*",
                    help="x0.1 at these epochs (iterations with --iterations); default 16/26 and 22/26 of the run")
@@ -444,14 +453,19 @@ def make_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="the benchmarks and their report, as `make bench`")
     b.add_argument("--out", help="report folder (default benchmarks/out)")
-    b.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
-    b.set_defaults(func=cmd_bench)
+    b.set_defaults(func=cmd_bench, pytest_args=[])
+    b.epilog = "Other arguments go to pytest (as PYTEST_ARGS does for make bench)."
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        args = make_parser().parse_args(argv)
+        parser = make_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if args.command != "bench":
+                raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
+            args.pytest_args = extra
         return int(args.func(args) or 0)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -223,7 +223,8 @@ class Trainer:
     dataset: items ``(image Tensor[3, H, W], target dict)``; the trainer owns the data order
     (see the module docstring). batch_size: images per process. epochs or iterations: length
     of training (iterations wins; epochs then = ceil(iterations / batches per epoch)).
-    lr: default :func:`default_lr` of the total batch. lr_steps: milestones, in epochs when
+    lr: default :func:`default_lr` of the total batch. warmup_iters: default 1000, at most
+    one epoch (as torchvision). lr_steps: milestones, in epochs when
     training by epochs, in iterations when training by iterations. clip_grad_norm: max global
     grad norm (None: no clipping). amp: autocast + GradScaler, CUDA only.
     checkpoint_dir: writes ``checkpoint.pt`` (latest: every epoch end, every
@@ -247,7 +248,7 @@ class Trainer:
         lr: Optional[float] = None,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
-        warmup_iters: int = 1000,
+        warmup_iters: Optional[int] = None,
         warmup_factor: float = 0.001,
         lr_steps: Sequence[int] = (),
         lr_gamma: float = 0.1,
@@ -320,6 +321,8 @@ class Trainer:
             self.total_iters = self.epochs * self.iters_per_epoch
             milestones = [int(e) * self.iters_per_epoch for e in lr_steps]
 
+        if warmup_iters is None:  # torchvision: 1000 steps, at most the first epoch
+            warmup_iters = min(1000, self.iters_per_epoch)
         if lr is None:
             lr = default_lr(self.batch_size * self.info.world_size)
         params = [p for p in self.module.parameters() if p.requires_grad]

@@ -1,0 +1,148 @@
+"""Command line: bad arguments end in one clear line; predict, eval and bench do their work."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from _tiny import TinyShapes, tiny_model, tiny_model_args
+from maskrcnn_fast import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """An untrained tiny model saved as our checkpoints are (model + how to rebuild it)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "checkpoint.pt"
+    torch.save({"model": tiny_model().state_dict(), "model_args": tiny_model_args(),
+                "args": {"dataset": "synthetic", "image_size": 64}}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("img")
+    ds = TinyShapes(2, jitter=False)
+    for i in range(2):
+        cli._write_png((ds[i][0] * 255).to(torch.uint8), str(d / f"im{i}.png"))
+    return d
+
+
+def _fails(capsys, argv, match):
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("maskrcnn-fast: error:") and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bad_arguments(capsys, tmp_path, ckpt, images):
+    missing = str(tmp_path / "nope.pt")
+    _fails(capsys, ["eval", "--checkpoint", missing], "checkpoint not found")
+    _fails(capsys, ["predict", str(images), "--checkpoint", missing], "checkpoint not found")
+    _fails(capsys, ["predict", str(tmp_path / "nope.png"), "--checkpoint", ckpt], "input not found")
+    _fails(capsys, ["train", "--dataset", "imagenet", "--device", "cpu"], "unknown dataset 'imagenet'")
+    _fails(capsys, ["train", "--dataset", "coco", "--device", "cpu"], "--data-path")
+    _fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path), "--ann-file", missing,
+                    "--device", "cpu"], "annotation file not found")
+    _fails(capsys, ["train", "--resume", missing, "--device", "cpu"], "--resume: checkpoint not found")
+    _fails(capsys, ["train", "--depth", "19"], "invalid choice")
+    _fails(capsys, ["train", "--epochs", "2", "--iterations", "3"], "not allowed with")
+    _fails(capsys, ["frobnicate"], "invalid choice")
+    _fails(capsys, [], "required")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    _fails(capsys, ["predict", str(bad), "--checkpoint", ckpt, "--device", "cpu"], "cannot read image")
+    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--num-classes", "91", "--device", "cpu"],
+           "has 4 classes")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\0" * 64)
+    _fails(capsys, ["predict", str(images), "--checkpoint", str(junk), "--device", "cpu"], "cannot read checkpoint")
+    if not torch.cuda.is_available():
+        _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--device", "cuda"], "no CUDA device")
+        _fails(capsys, ["train", "--amp", "--device", "cpu"], "--amp needs a CUDA device")
+
+
+def test_bad_argument_in_a_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "maskrcnn_fast", "eval", "--checkpoint", str(tmp_path / "x.pt")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"maskrcnn-fast: error: checkpoint not found: {tmp_path / 'x.pt'}"
+
+
+def _check_outputs(out, names):
+    for n in names:
+        assert (out / f"{n}.png").stat().st_size > 0
+        rec = json.loads((out / f"{n}.json").read_text())
+        assert rec["height"] == rec["width"] == 64
+        for d in rec["detections"]:
+            assert d["score"] >= 0.0 and len(d["box"]) == 4 and d["label_name"] in TinyShapes.classes + ["a", "b", "c"]
+            assert "segmentation" in d and d["segmentation"]["size"] == [64, 64]
+
+
+def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(out), "--score-thresh", "0",
+                   "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    _check_outputs(out, ["im0", "im1"])
+    assert cli._read_image(str(out / "im0.png")).shape == (3, 64, 64)
+    assert capsys.readouterr().out.count("detections ->") == 2
+
+
+def test_predict_plain_state_dict(tmp_path, ckpt, images):
+    # a torchvision-style .pth: a bare state_dict; depth and classes come from its tensors
+    sd = tmp_path / "weights.pth"
+    torch.save(torch.load(ckpt, weights_only=True)["model"], sd)
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(images / "im1.png"), "--checkpoint", str(sd), "--output-dir", str(out),
+                   "--min-size", "64", "--max-size", "64", "--score-thresh", "0", "--device", "cpu"])
+    assert rc == 0
+    assert (out / "im1.png").exists() and (out / "im1.json").exists()
+
+
+def test_infer_depth():
+    for depth in (18, 50):
+        from maskrcnn_fast.models import maskrcnn_resnet_fpn
+
+        keys = maskrcnn_resnet_fpn(depth, num_classes=2).state_dict()
+        assert cli.infer_depth(keys) == depth
+
+
+def test_eval_prints_table(tmp_path, capsys, ckpt):
+    pytest.importorskip("maskrcnn_fast.evaluation")
+    pytest.importorskip("maskrcnn_fast.data", reason="needs SyntheticShapes")
+    js = tmp_path / "eval.json"
+    rc = cli.main(["eval", "--checkpoint", ckpt, "--dataset", "synthetic", "--num-images", "2",
+                   "--device", "cpu", "--no-progress", "--output-json", str(js)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "AP50" in out and "bbox" in out and "segm" in out
+    assert js.exists()
+
+
+def test_bench_runs_what_make_bench_runs(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd=None: calls.append((cmd, cwd)) or 0)
+    assert cli.main(["bench", "--out", str(tmp_path), "-k", "nms"]) == 0
+    (pytest_cmd, cwd), (report_cmd, _) = calls
+    assert cwd == ROOT
+    assert pytest_cmd[1:] == ["-m", "pytest", "benchmarks", "-q", "-o", "python_files=bench_*.py",
+                              "-o", "python_functions=bench_*", "--benchmark-only",
+                              f"--benchmark-json={tmp_path}/bench.json", "--benchmark-columns=median,iqr,rounds",
+                              "--benchmark-sort=name", "-k", "nms"]
+    assert report_cmd[1:] == ["benchmarks/report.py", f"{tmp_path}/bench.json", "--out", str(tmp_path)]
