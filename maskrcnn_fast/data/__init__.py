@@ -1,0 +1,3 @@
+from .synthetic import SyntheticShapes
+
+__all__ = ["SyntheticShapes"]
