@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from pycocotools.coco import COCO
 
 from _coco_folder import make_coco_folder
 from maskrcnn_fast.data import CocoDetection, collate_fn
