@@ -64,16 +64,61 @@ def _block_inplace(block: nn.Module, x: Tensor) -> Tensor:
     return block.relu(out)
 
 
-def _inplace_ok(x: Tensor) -> bool:
-    # inference only: autograd needs the BN inputs; torch.compile traces the plain modules
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.dim() == 4
+def _folded_ok(body: nn.Module, x: Tensor) -> bool:
+    # training with frozen batch norms (a backbone initialised from trained weights):
+    # autograd records one conv instead of conv, mul and add per layer
+    return (
+        torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and x.dim() == 4
+        and getattr(body, "fold_frozen_bn", True)
+        and all(type(m) is FrozenBatchNorm2d for m in body.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)))
+    )
+
+
+def _conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor:
+    """bn(conv(x)) as one convolution: the frozen scale folded into the weight (gradients still
+    reach conv.weight through the product), the shift into the bias. Equal up to rounding
+    (x * (w * s) against (x * w) * s)."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    shift = bn.bias - bn.running_mean * scale
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
+
+
+def _block_folded(block: nn.Module, x: Tensor) -> Tensor:
+    """torchvision's BasicBlock / Bottleneck forward with every conv + frozen BN folded."""
+    convs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    if isinstance(block, tv_resnet.Bottleneck):
+        convs.append((block.conv3, block.bn3))
+    out = x
+    for i, (conv, bn) in enumerate(convs):
+        out = _conv_frozen_bn(conv, bn, out)
+        if i + 1 < len(convs):
+            out = F.relu_(out)  # the conv's backward does not read its output
+    identity = x
+    ds = block.downsample
+    if ds is not None:
+        identity = _conv_frozen_bn(ds[0], ds[1], x)
+    return F.relu_(out.add_(identity))
+
+
+def _foldable(block: nn.Module) -> bool:
+    ds = block.downsample
+    return isinstance(block, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)) and (
+        ds is None or (isinstance(ds, nn.Sequential) and len(ds) == 2 and isinstance(ds[0], nn.Conv2d))
+    )
 
 
 class ResNetBody(nn.Module):
     """The stem and the four stages of a torchvision ResNet (no pooling head, no fc).
 
     forward(x [N, 3, H, W]) -> OrderedDict '0'..'3': the outputs of layer1..layer4
-    (strides 4, 8, 16, 32).
+    (strides 4, 8, 16, 32). Under no_grad the batch norms run in place on the conv outputs
+    (bit-identical); with gradients and FrozenBatchNorm2d everywhere (a trunk initialised
+    from trained weights) each frozen BN is folded into its convolution, equal up to rounding
+    (``fold_frozen_bn = False`` gives torchvision's op order).
     """
 
     def __init__(self, resnet: nn.Module):
@@ -83,11 +128,18 @@ class ResNetBody(nn.Module):
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         fast = _inplace_ok(x)
-        x = self.conv1(x)
-        x = self.maxpool(self.relu(_norm_(self.bn1, x) if fast else self.bn1(x)))
+        folded = not fast and _folded_ok(self, x)
+        if folded:
+            x = self.maxpool(F.relu_(_conv_frozen_bn(self.conv1, self.bn1, x)))
+        else:
+            x = self.conv1(x)
+            x = self.maxpool(self.relu(_norm_(self.bn1, x) if fast else self.bn1(x)))
         out = OrderedDict()
         for i, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4)):
-            if fast and all(isinstance(b, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)) for b in stage):
+            if folded and all(_foldable(b) for b in stage):
+                for block in stage:
+                    x = _block_folded(block, x)
+            elif fast and all(isinstance(b, (tv_resnet.BasicBlock, tv_resnet.Bottleneck)) for b in stage):
                 for block in stage:
                     x = _block_inplace(block, x)
             else:

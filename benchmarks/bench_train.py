@@ -1,0 +1,103 @@
+"""One Mask R-CNN R50-FPN training iteration: forward with targets, the five losses, backward;
+batch 2 at 800x1088 (min_size 800, max_size 1333: no resize).
+
+The configuration is torchvision's reference recipe for training on a backbone initialised from
+ImageNet weights (what `train.py` of torchvision's detection references does by default):
+FrozenBatchNorm2d in the trunk and its last 3 layers trainable. Random weights stand in for the
+download; every impl runs the same state_dict. ``fused`` and ``torch`` are maskrcnn_fast's model
+on our kernels / our pure-PyTorch ops, ``torchvision`` is torchvision's MaskRCNN on the same
+backbone configuration. The images and targets are two SyntheticShapes images (4-8 objects
+each, exact masks). The samplers draw the same anchors and proposals for every impl (seeded
+before each iteration). ``extra_info`` records images/s.
+
+CUDA only: the same iteration under fp32 and autocast fp16 (``train_cuda[...]``).
+"""
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from common import IMPLS, _sync
+from maskrcnn_fast.data import SyntheticShapes
+from maskrcnn_fast.models import maskrcnn_resnet50_fpn
+
+H, W = 800, 1088
+BS = 2
+# One iteration takes ~10 s on a 2-core CPU: a fixed 1 warm-up + 3 timed rounds
+ROUNDS = 3
+
+
+def _torchvision_model():
+    trunk = torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d)
+    return torchvision.models.detection.MaskRCNN(_resnet_fpn_extractor(trunk, 3), num_classes=91)
+
+
+@pytest.fixture(scope="module")
+def state():
+    torch.manual_seed(0)
+    return _torchvision_model().state_dict()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    data = SyntheticShapes(BS, image_size=(H, W), min_shapes=4, max_shapes=8, seed=3)
+    images, targets = zip(*(data[i] for i in range(BS)))
+    return list(images), [{k: v for k, v in t.items() if k in ("boxes", "labels", "masks")} for t in targets]
+
+
+def _model(impl, state, device):
+    if impl == "torchvision":
+        model = _torchvision_model()
+    else:
+        # a trunk state_dict makes the builder take the pretrained-backbone configuration
+        model = maskrcnn_resnet50_fpn(ops=impl, weights_backbone={
+            k[len("backbone.body."):]: v for k, v in state.items() if k.startswith("backbone.body.")
+        } | {"fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)})
+    model.load_state_dict(state)
+    return model.train().to(device)
+
+
+def _iteration(model, images, targets, device, amp=False):
+    def fn():
+        torch.manual_seed(0)  # the same sampled anchors and proposals every round
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            losses = model(images, targets)
+        sum(losses.values()).backward()
+        _sync(device)
+        return {k: float(v) for k, v in losses.items()}
+
+    return fn
+
+
+# impl varies fastest: the three impls run back to back, under the same machine load
+@pytest.mark.parametrize("impl", IMPLS)
+def bench_train(benchmark, device, state, batch, impl):
+    if str(device).startswith("cuda"):
+        pytest.skip("the CUDA iteration is bench_train_cuda")
+    images, targets = batch
+    model = _model(impl, state, device)
+    benchmark.group = f"train[bs{BS}]"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["device"] = str(device)
+    losses = benchmark.pedantic(_iteration(model, images, targets, device), rounds=ROUNDS, iterations=1,
+                                warmup_rounds=1)
+    benchmark.extra_info["losses"] = losses
+    benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("amp", [False, True])
+def bench_train_cuda(benchmark, device, state, batch, impl, amp):
+    if not str(device).startswith("cuda"):
+        pytest.skip("CUDA benchmark")
+    images, targets = batch
+    images = [i.cuda() for i in images]
+    targets = [{k: v.cuda() for k, v in t.items()} for t in targets]
+    model = _model(impl, state, "cuda")
+    benchmark.group = f"train_cuda[{'amp' if amp else 'fp32'},bs{BS}]"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["device"] = "cuda"
+    benchmark.pedantic(_iteration(model, images, targets, "cuda", amp), rounds=5, iterations=1, warmup_rounds=2)
+    benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median

@@ -1,0 +1,388 @@
+"""COCO box and mask AP (pycocotools) for any data set in torchvision's detection format.
+
+A :class:`~maskrcnn_fast.data.CocoDetection` (or a ``Subset`` of one) is scored against its own
+JSON with its own category ids; any other data set's targets are turned into a COCO ground truth
+(masks as RLE, category id = label). Predictions are torchvision's output dicts: ``boxes``
+[D, 4] x1, y1, x2, y2 in the original image's pixels, ``labels`` [D], ``scores`` [D] and,
+optionally, ``masks`` [D, 1, H, W] probabilities (binarised at > 0.5, as torchvision's reference
+does).
+"""
+import contextlib
+import copy
+import io
+import json
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = [
+    "METRICS",
+    "coco_from_dataset",
+    "evaluate",
+    "evaluate_predictions",
+    "format_table",
+    "to_coco_results",
+]
+
+# COCOeval.stats, in order.
+METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def _quiet(verbose: bool):
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+
+
+def _as_int(v) -> int:
+    return int(v.item()) if isinstance(v, torch.Tensor) else int(v)
+
+
+def _coco_source(dataset) -> Optional[Tuple[COCO, List[int], Dict[int, int]]]:
+    """(COCO ground truth, image ids in item order, label -> category id) of a data set that
+    carries its own COCO object (CocoDetection, through Subsets), else None."""
+    indices = None
+    while isinstance(dataset, torch.utils.data.Subset):
+        sub = list(dataset.indices)
+        indices = sub if indices is None else [sub[i] for i in indices]
+        dataset = dataset.dataset
+    coco = getattr(dataset, "coco", None)
+    if not isinstance(coco, COCO) or not hasattr(dataset, "ids"):
+        return None
+    ids = list(dataset.ids)
+    if indices is not None:
+        ids = [ids[i] for i in indices]
+    label_map = dict(getattr(dataset, "label_to_cat_id", {c: c for c in coco.cats}))
+    return coco, ids, label_map
+
+
+def _base(dataset):
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def _encode_masks(masks: torch.Tensor) -> List[dict]:
+    """uint8/bool [K, H, W] -> K compressed RLEs with str counts (JSON-ready)."""
+    if masks.shape[0] == 0:
+        return []
+    arr = np.asfortranarray(masks.to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    rles = mask_utils.encode(arr)
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles
+
+
+class _GroundTruthBuilder:
+    """Accumulates detection-format targets into a COCO ground-truth dict."""
+
+    def __init__(self, classes: Optional[List[str]] = None):
+        self.classes = classes
+        self.images: List[dict] = []
+        self.annotations: List[dict] = []
+        self.seen_labels = set()
+        self.all_have_masks = True
+
+    def add(self, target: Mapping[str, Any], height: int, width: int) -> int:
+        image_id = _as_int(target["image_id"])
+        self.images.append({"id": image_id, "height": int(height), "width": int(width)})
+        boxes = target["boxes"].detach().cpu().to(torch.float64).reshape(-1, 4)
+        labels = target["labels"].detach().cpu().tolist()
+        k = len(labels)
+        crowd = target["iscrowd"].cpu().tolist() if "iscrowd" in target else [0] * k
+        masks = target.get("masks")
+        rles = _encode_masks(masks.detach().cpu() != 0) if masks is not None else None
+        if masks is None and k:
+            self.all_have_masks = False
+        if "area" in target:
+            areas = target["area"].detach().cpu().tolist()
+        elif rles is not None:
+            areas = [float(a) for a in mask_utils.area(rles)] if rles else []
+        else:
+            areas = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).tolist()
+        for j in range(k):
+            x1, y1, x2, y2 = boxes[j].tolist()
+            ann = {
+                # COCOeval marks matches by annotation id, so ids start at 1 (0 reads as unmatched).
+                "id": len(self.annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(labels[j]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": float(areas[j]),
+                "iscrowd": int(crowd[j]),
+            }
+            if rles is not None:
+                ann["segmentation"] = rles[j]
+            self.annotations.append(ann)
+            self.seen_labels.add(int(labels[j]))
+        return image_id
+
+    def build(self, verbose: bool = False) -> COCO:
+        if self.classes is not None:
+            cats = [{"id": i, "name": str(n)} for i, n in enumerate(self.classes) if i > 0]
+        else:
+            cats = [{"id": c, "name": str(c)} for c in sorted(self.seen_labels)]
+        coco = COCO()
+        coco.dataset = {"images": self.images, "annotations": self.annotations, "categories": cats}
+        with _quiet(verbose):
+            coco.createIndex()
+        return coco
+
+
+def _classes_of(dataset) -> Optional[List[str]]:
+    base = _base(dataset)
+    classes = getattr(base, "classes", None)
+    if classes is not None:
+        return list(classes)
+    n = getattr(base, "num_classes", None)
+    return ["__background__"] + [str(i) for i in range(1, n)] if n else None
+
+
+def coco_from_dataset(dataset, verbose: bool = False) -> COCO:
+    """A pycocotools COCO ground truth for ``dataset``.
+
+    A CocoDetection (or a Subset of one) returns its own ``coco``. Any other data set is read
+    item by item: one image per item (``image_id`` from the target, size from the image),
+    one annotation per instance (box as xywh, ``masks`` as RLE, ``area`` and ``iscrowd`` from the
+    target where present), categories ``1..num_classes-1`` named from ``classes`` (else the labels
+    seen). Random transforms on the data set would make the ground truth random: evaluate
+    without them.
+    """
+    src = _coco_source(dataset)
+    if src is not None:
+        return src[0]
+    builder = _GroundTruthBuilder(_classes_of(dataset))
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        builder.add(target, image.shape[-2], image.shape[-1])
+    return builder.build(verbose)
+
+
+def to_coco_results(image_id: int, output: Mapping[str, torch.Tensor], label_to_cat_id=None) -> List[dict]:
+    """One image's torchvision output -> COCO result dicts (``image_id``, ``category_id``,
+    ``bbox`` xywh, ``score`` and, with masks, ``segmentation`` RLE of masks > 0.5)."""
+    image_id = _as_int(image_id)
+    boxes = output["boxes"].detach().cpu().to(torch.float64).reshape(-1, 4)
+    scores = output["scores"].detach().cpu().tolist()
+    labels = output["labels"].detach().cpu().tolist()
+    rles = None
+    if "masks" in output:
+        m = output["masks"].detach()
+        if m.dim() == 4:
+            m = m[:, 0]
+        rles = _encode_masks(m > 0.5 if m.is_floating_point() else m != 0)
+    results = []
+    for j, label in enumerate(labels):
+        if label_to_cat_id is not None:
+            if label not in label_to_cat_id:
+                raise ValueError(
+                    f"image {image_id}: predicted label {label} has no category (the data set has "
+                    f"labels {min(label_to_cat_id)}..{max(label_to_cat_id)}); does the model's "
+                    "num_classes match the data set's?"
+                )
+            cat = label_to_cat_id[label]
+        else:
+            cat = int(label)
+        x1, y1, x2, y2 = boxes[j].tolist()
+        r = {"image_id": image_id, "category_id": int(cat), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[j])}
+        if rles is not None:
+            r["segmentation"] = rles[j]
+        results.append(r)
+    return results
+
+
+def _empty_results(coco_gt: COCO, verbose: bool) -> COCO:
+    # loadRes() fails on an empty list; an index with no annotations evaluates to AP 0.
+    dt = COCO()
+    dt.dataset = {"images": list(coco_gt.dataset["images"]), "categories": copy.deepcopy(coco_gt.dataset["categories"]), "annotations": []}
+    with _quiet(verbose):
+        dt.createIndex()
+    return dt
+
+
+def _valid_polygons(segm) -> bool:
+    return not isinstance(segm, list) or any(len(p) >= 6 for p in segm)
+
+
+def _segm_ground_truth(coco_gt: COCO, verbose: bool) -> COCO:
+    """coco_gt, or a copy where annotations whose polygons are empty (pycocotools cannot
+    rasterise them, and evaluate() would crash) have an empty mask instead."""
+    anns = coco_gt.dataset.get("annotations", [])
+    if all(_valid_polygons(a.get("segmentation")) for a in anns):
+        return coco_gt
+    fixed = []
+    for a in anns:
+        if not _valid_polygons(a.get("segmentation")):
+            img = coco_gt.imgs[a["image_id"]]
+            a = dict(a, segmentation=_encode_masks(torch.zeros(1, img["height"], img["width"], dtype=torch.uint8))[0])
+        fixed.append(a)
+    gt = COCO()
+    gt.dataset = dict(coco_gt.dataset, annotations=fixed)
+    with _quiet(verbose):
+        gt.createIndex()
+    return gt
+
+
+def _cocoeval(coco_gt: COCO, results: List[dict], iou_type: str, img_ids: List[int], verbose: bool) -> Dict[str, float]:
+    keep = ("image_id", "category_id", "score", "bbox" if iou_type == "bbox" else "segmentation")
+    # loadRes edits its dicts in place (adds area, id, bbox): give it fresh ones.
+    dets = [{k: r[k] for k in keep} for r in results]
+    if iou_type == "segm":
+        coco_gt = _segm_ground_truth(coco_gt, verbose)
+    with _quiet(verbose):
+        coco_dt = coco_gt.loadRes(dets) if dets else _empty_results(coco_gt, verbose)
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.params.imgIds = sorted(img_ids)
+        ev.evaluate()
+        ev.accumulate()
+        if verbose:
+            print(f"IoU metric: {iou_type}")
+        ev.summarize()
+    return {name: float(v) for name, v in zip(METRICS, ev.stats)}
+
+
+def _score(coco_gt, results, img_ids, with_masks, output_json, verbose) -> Dict[str, Dict[str, float]]:
+    unknown = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
+    if unknown:
+        raise ValueError(f"predictions for image ids not in the ground truth: {sorted(unknown)[:10]}")
+    metrics = {"bbox": _cocoeval(coco_gt, results, "bbox", img_ids, verbose)}
+    gt_has_masks = all("segmentation" in a for a in coco_gt.dataset.get("annotations", []))
+    if with_masks and gt_has_masks:
+        metrics["segm"] = _cocoeval(coco_gt, results, "segm", img_ids, verbose)
+    if output_json is not None:
+        _write_json(output_json, results, metrics)
+    return metrics
+
+
+def metrics_path(output_json) -> str:
+    """Where the metrics go beside ``output_json``: ``dets.json`` -> ``dets.metrics.json``."""
+    root, ext = os.path.splitext(os.fspath(output_json))
+    return root + ".metrics" + (ext or ".json")
+
+
+def _write_json(output_json, results: List[dict], metrics: dict) -> None:
+    # The detections file is a plain COCO results list (COCO.loadRes reads it back).
+    with open(output_json, "w") as f:
+        json.dump(results, f)
+    with open(metrics_path(output_json), "w") as f:
+        json.dump(metrics, f, indent=2)
+
+
+def evaluate_predictions(
+    dataset,
+    predictions: Mapping[int, Mapping[str, torch.Tensor]],
+    output_json: Optional[str] = None,
+    verbose: bool = False,
+) -> Dict[str, Dict[str, float]]:
+    """COCO AP of ``predictions`` ({image_id: torchvision output dict}) on ``dataset``.
+
+    The images scored are the keys of ``predictions`` (all of the data set's when it is empty).
+    Returns ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", ..., "ARl"}, "segm":
+    {...}}`` (fractions in [0, 1]; -1 where the ground truth has no instance of that size);
+    ``segm`` only when the predictions carry masks and the ground truth has segmentations.
+    ``output_json``: the detections as a COCO results list, and the metrics in
+    :func:`metrics_path` ``(output_json)``. pycocotools' printing shows only with ``verbose``.
+    """
+    src = _coco_source(dataset)
+    if src is not None:
+        coco_gt, ids, label_map = src
+    else:
+        coco_gt, label_map = coco_from_dataset(dataset, verbose), None
+        ids = coco_gt.getImgIds()
+    results: List[dict] = []
+    with_masks = True
+    for image_id, output in predictions.items():
+        with_masks &= "masks" in output
+        results.extend(to_coco_results(image_id, output, label_map))
+    img_ids = [_as_int(i) for i in predictions] if len(predictions) else ids
+    return _score(coco_gt, results, img_ids, with_masks, output_json, verbose)
+
+
+def _total_images(loader) -> Optional[int]:
+    try:
+        return len(loader.sampler) if loader.batch_size is not None else len(loader.dataset)
+    except TypeError:
+        return None
+
+
+def evaluate(
+    model: torch.nn.Module,
+    data: Iterable,
+    device="cpu",
+    batch_size: int = 2,
+    output_json: Optional[str] = None,
+    progress: bool = True,
+    verbose: bool = False,
+    num_workers: int = 0,
+) -> Dict[str, Dict[str, float]]:
+    """Runs ``model`` in eval mode over ``data`` (a data set, or a DataLoader yielding (list of
+    images, list of targets) as :func:`maskrcnn_fast.data.collate_fn` makes) and returns
+    :func:`evaluate_predictions`' metrics for the images it saw.
+
+    ``batch_size`` and ``num_workers`` apply when ``data`` is a data set. The ground truth of a
+    data set without its own COCO object is built from the targets as they pass (no second
+    read). Detections go to RLE batch by batch, so full-size mask probabilities are never all
+    held at once. The model's train/eval mode is restored afterwards.
+    """
+    from torch.utils.data import DataLoader
+
+    from .data.samplers import collate_fn
+
+    if isinstance(data, DataLoader):
+        loader = data
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn)
+    dataset = loader.dataset
+    src = _coco_source(dataset)
+    builder = None if src is not None else _GroundTruthBuilder(_classes_of(dataset))
+    label_map = src[2] if src is not None else None
+
+    results: List[dict] = []
+    seen: List[int] = []
+    with_masks = True
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=_total_images(loader), unit="img", desc="evaluate")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for images, targets in loader:
+                outputs = model([img.to(device, non_blocking=True) for img in images])
+                for img, tgt, out in zip(images, targets, outputs):
+                    image_id = _as_int(tgt["image_id"])
+                    if builder is not None:
+                        builder.add(tgt, img.shape[-2], img.shape[-1])
+                    with_masks &= "masks" in out
+                    results.extend(to_coco_results(image_id, out, label_map))
+                    seen.append(image_id)
+                if bar is not None:
+                    bar.update(len(images))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    coco_gt = src[0] if src is not None else builder.build(verbose)
+    return _score(coco_gt, results, seen, with_masks, output_json, verbose)
+
+
+def format_table(results: Mapping[str, Mapping[str, float]], metrics=("AP", "AP50", "AP75", "APs", "APm", "APl")) -> str:
+    """The COCO AP table (percent, one decimal; "-" where there was no ground truth)::
+
+        type     AP   AP50   AP75    APs    APm    APl
+        bbox   37.9   58.8   41.1   21.5   41.2   49.6
+        segm   34.6   55.6   36.9   15.9   37.4   50.8
+    """
+    lines = ["type " + "".join(f"{m:>7}" for m in metrics)]
+    for iou_type, vals in results.items():
+        cells = []
+        for m in metrics:
+            v = vals.get(m)
+            cells.append(f"{'-':>7}" if v is None or v < 0 else f"{100.0 * v:>7.1f}")
+        lines.append(f"{iou_type:<5}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""A tiny COCO-format folder for the data and evaluation tests (not a test module)."""
+import json
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+# Non-contiguous, unsorted category ids: labels follow increasing id (3 -> 1, 5 -> 2, 7 -> 3).
+CATEGORIES = [{"id": 7, "name": "square"}, {"id": 3, "name": "circle"}, {"id": 5, "name": "blob"}]
+IMAGES = [  # (id, file, width, height)
+    (11, "a.png", 40, 30),
+    (12, "sub/b.png", 20, 50),
+    (13, "c.png", 30, 30),
+]
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """Column-major run lengths starting with zeros, as COCO's iscrowd annotations store them."""
+    flat = mask.flatten(order="F").astype(np.uint8)
+    counts, current, run = [], 0, 0
+    for v in flat:
+        if v == current:
+            run += 1
+        else:
+            counts.append(run)
+            current, run = v, 1
+    counts.append(run)
+    return {"size": list(mask.shape), "counts": [int(c) for c in counts]}
+
+
+def _bbox(mask: np.ndarray):
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+
+
+def make_coco_folder(root, corrupt=False):
+    """Writes images and instances.json under ``root``; returns (root, ann_file, expected) where
+    ``expected[image_id]`` lists (cat_id, mask, iscrowd) of the annotations the data set keeps."""
+    rng = np.random.default_rng(0)
+    images, anns, expected = [], [], {}
+    for img_id, name, w, h in IMAGES:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        images.append({"id": img_id, "file_name": name, "width": w, "height": h})
+        expected[img_id] = []
+
+    def add(img_id, cat, segm, mask, bbox, iscrowd=0, keep=True):
+        anns.append({
+            "id": len(anns) + 1, "image_id": img_id, "category_id": cat, "segmentation": segm,
+            "bbox": bbox, "area": float(mask.sum()), "iscrowd": iscrowd,
+        })
+        if keep:
+            expected[img_id].append((cat, mask, iscrowd))
+
+    h, w = 30, 40
+    # Polygon: pycocotools rasterises it; the expected mask is its own decoding.
+    poly = [[4.0, 3.0, 16.0, 3.0, 16.0, 13.0, 4.0, 13.0]]
+    m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(poly, h, w)))
+    add(11, 7, poly, m, _bbox(m))
+    # Compressed RLE with str counts.
+    m = np.zeros((h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    m[(yy - 20) ** 2 + (xx - 28) ** 2 <= 36] = 1
+    rle = mask_utils.encode(np.asfortranarray(m))
+    rle["counts"] = rle["counts"].decode("ascii")
+    add(11, 3, rle, m, _bbox(m))
+    # Crowd region as uncompressed RLE.
+    m = np.zeros((h, w), np.uint8)
+    m[18:28, 2:14] = 1
+    add(11, 5, _uncompressed_rle(m), m, _bbox(m), iscrowd=1)
+    # Zero-width box with empty polygons: the data set drops it. Crowd, so that the JSON-based
+    # evaluation ignores it too (a non-crowd one would be a ground truth nothing can match).
+    add(11, 3, [], np.zeros((h, w), np.uint8), [10.0, 10.0, 0.0, 5.0], iscrowd=1, keep=False)
+
+    h, w = 50, 20
+    m = np.zeros((h, w), np.uint8)
+    m[5:40, 3:12] = 1
+    m[20:25, 12:18] = 1
+    add(12, 5, _uncompressed_rle(m), m, _bbox(m))
+    # Image 13 has no annotations.
+
+    if corrupt:
+        (root / "bad.png").write_bytes(b"not a png")
+        images.append({"id": 14, "file_name": "bad.png", "width": 8, "height": 8})
+        expected[14] = []
+    ann_file = root / "instances.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATEGORIES}))
+    return root, ann_file, expected

@@ -1,0 +1,198 @@
+"""maskrcnn_fast.evaluation: COCO box/mask AP with pycocotools."""
+import json
+
+import pytest
+import torch
+
+from _coco_folder import make_coco_folder
+from maskrcnn_fast.data import CocoDetection, collate_fn
+from maskrcnn_fast.evaluation import (
+    METRICS,
+    coco_from_dataset,
+    evaluate,
+    evaluate_predictions,
+    format_table,
+    metrics_path,
+)
+from maskrcnn_fast.models import maskrcnn_resnet_fpn
+
+
+@pytest.fixture
+def coco_ds(tmp_path):
+    root, ann, _ = make_coco_folder(tmp_path)
+    return CocoDetection(root, ann)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    """A data set without a COCO object: the ground truth must be built from its targets."""
+
+    def __init__(self, items, classes):
+        self.items, self.classes, self.num_classes = items, classes, len(classes)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def get_height_and_width(self, i):
+        return tuple(self.items[i][0].shape[-2:])
+
+
+def _generic(coco_ds):
+    return _ListDataset([coco_ds[i] for i in range(len(coco_ds))], ["__background__", "a", "b", "c"])
+
+
+def _perfect(target, masks=True):
+    keep = target["iscrowd"] == 0
+    out = {
+        "boxes": target["boxes"][keep],
+        "labels": target["labels"][keep],
+        "scores": torch.ones(int(keep.sum())),
+    }
+    if masks:
+        out["masks"] = target["masks"][keep][:, None].float()
+    return out
+
+
+def _empty(h, w):
+    return {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+        "masks": torch.zeros(0, 1, h, w),
+    }
+
+
+def _check(metrics, value, types=("bbox", "segm")):
+    assert sorted(metrics) == sorted(types)
+    for t in types:
+        assert sorted(metrics[t]) == sorted(METRICS)
+        for k in ("AP", "AP50", "AP75", "APs"):
+            assert metrics[t][k] == pytest.approx(value), (t, k, metrics[t])
+
+
+@pytest.mark.parametrize("kind", ["coco", "generic"])
+def test_perfect_predictions(coco_ds, kind):
+    ds = coco_ds if kind == "coco" else _generic(coco_ds)
+    preds = {t["image_id"]: _perfect(t) for _, t in (ds[i] for i in range(len(ds)))}
+    m = evaluate_predictions(ds, preds)
+    _check(m, 1.0)
+    assert m["bbox"]["APl"] == -1.0  # no large objects in the ground truth
+    table = format_table(m)
+    assert "bbox" in table and "segm" in table and "100.0" in table and "-" in table
+
+
+def test_boxes_only(coco_ds):
+    preds = {t["image_id"]: _perfect(t, masks=False) for _, t in (coco_ds[i] for i in range(3))}
+    _check(evaluate_predictions(coco_ds, preds), 1.0, types=("bbox",))
+
+
+@pytest.mark.parametrize("kind", ["coco", "generic"])
+def test_empty_predictions(coco_ds, kind):
+    ds = coco_ds if kind == "coco" else _generic(coco_ds)
+    preds = {}
+    for i in range(len(ds)):
+        image, t = ds[i]
+        preds[t["image_id"]] = _empty(*image.shape[-2:])
+    _check(evaluate_predictions(ds, preds), 0.0)
+    _check(evaluate_predictions(ds, {}), 0.0)
+
+
+def test_wrong_predictions_score_lower(coco_ds):
+    preds = {}
+    for i in range(3):
+        _, t = coco_ds[i]
+        p = _perfect(t)
+        p["boxes"] = p["boxes"] + 3.0  # shifted: IoU drops below 0.75 on these small objects
+        preds[t["image_id"]] = p
+    m = evaluate_predictions(coco_ds, preds)
+    assert m["bbox"]["AP75"] < 1.0 and m["segm"]["AP"] == pytest.approx(1.0)
+
+
+def test_subset_scores_its_images(coco_ds):
+    sub = torch.utils.data.Subset(coco_ds, [1])
+    _, t = coco_ds[1]
+    _check(evaluate_predictions(sub, {}), 0.0)
+    _check(evaluate_predictions(sub, {t["image_id"]: _perfect(t)}), 1.0)
+
+
+def test_output_json(coco_ds, tmp_path):
+    preds = {t["image_id"]: _perfect(t) for _, t in (coco_ds[i] for i in range(3))}
+    out = tmp_path / "dets.json"
+    metrics = evaluate_predictions(coco_ds, preds, output_json=str(out))
+    dets = json.loads(out.read_text())
+    assert len(dets) == 3
+    assert {d["category_id"] for d in dets} == {3, 5, 7}  # COCO category ids, not labels
+    assert all({"image_id", "category_id", "bbox", "score", "segmentation"} <= set(d) for d in dets)
+    reread = coco_ds.coco.loadRes(str(out))
+    assert len(reread.getAnnIds()) == 3
+    assert json.loads(open(metrics_path(out)).read()) == metrics
+    assert metrics_path("x/dets.json") == "x/dets.metrics.json"
+
+
+def test_coco_from_dataset(coco_ds):
+    assert coco_from_dataset(coco_ds) is coco_ds.coco
+    gt = coco_from_dataset(_generic(coco_ds))
+    assert sorted(gt.getImgIds()) == [11, 12, 13]
+    assert [c["name"] for c in gt.loadCats(gt.getCatIds())] == ["a", "b", "c"]
+    anns = gt.loadAnns(gt.getAnnIds())
+    assert len(anns) == 4 and sum(a["iscrowd"] for a in anns) == 1
+    assert min(a["id"] for a in anns) == 1
+    _, t = coco_ds[1]
+    (a,) = gt.loadAnns(gt.getAnnIds(imgIds=[12]))
+    assert torch.equal(torch.from_numpy(gt.annToMask(a)), t["masks"][0])
+
+
+def test_bad_predictions(coco_ds):
+    _, t = coco_ds[0]
+    p = _perfect(t)
+    p["labels"] = p["labels"] + 10
+    with pytest.raises(ValueError, match="num_classes"):
+        evaluate_predictions(coco_ds, {11: p})
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        evaluate_predictions(_generic(coco_ds), {99: _perfect(t)})
+
+
+class _Oracle(torch.nn.Module):
+    """Returns the ground truth of the images it is shown, in order."""
+
+    def __init__(self, ds):
+        super().__init__()
+        self.outputs = [_perfect(ds[i][1]) for i in range(len(ds))]
+        self.calls = 0
+
+    def forward(self, images):
+        assert not self.training
+        out = self.outputs[self.calls : self.calls + len(images)]
+        self.calls += len(images)
+        return out
+
+
+@pytest.mark.parametrize("kind", ["coco", "generic"])
+def test_evaluate_oracle(coco_ds, kind, tmp_path, capsys):
+    ds = coco_ds if kind == "coco" else _generic(coco_ds)
+    model = _Oracle(ds).train()
+    m = evaluate(model, ds, batch_size=2, output_json=str(tmp_path / "d.json"), progress=False)
+    _check(m, 1.0)
+    assert model.training  # mode restored
+    assert capsys.readouterr().out == ""  # pycocotools kept quiet
+    assert (tmp_path / "d.json").exists() and (tmp_path / "d.metrics.json").exists()
+
+
+def test_evaluate_tiny_model(coco_ds, capsys):
+    """A real (untrained) model end to end; one batch of two images keeps it to ~a second."""
+    torch.manual_seed(0)
+    model = maskrcnn_resnet_fpn(
+        18, num_classes=coco_ds.num_classes, min_size=32, max_size=64, box_score_thresh=0.0,
+        rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10,
+    )
+    sub = torch.utils.data.Subset(coco_ds, [0, 1])
+    loader = torch.utils.data.DataLoader(sub, batch_size=2, collate_fn=collate_fn)
+    m = evaluate(model, loader, progress=True, verbose=True)
+    assert set(m) == {"bbox", "segm"}
+    for t in m:
+        assert all(-1.0 <= v <= 1.0 for v in m[t].values())
+    captured = capsys.readouterr()
+    assert "Average Precision" in captured.out  # verbose shows pycocotools' summary
+    assert "2/2" in captured.err  # the progress bar counts images
