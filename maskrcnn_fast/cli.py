@@ -146,7 +146,10 @@ def _dataset(args, train: bool, image_size=None):
         from .data import SyntheticShapes
 
         seed = args.data_seed if args.data_seed is not None else (0 if train else 1)
-        n = args.num_images if args.num_images is not None else (200 if train else 50)
+        n = args.num_images
+        if not train and hasattr(args, "val_num_images"):  # train --eval-at-end: the held-out set
+            n = args.val_num_images
+        n = n if n is not None else (200 if train else 50)
         size = args.image_size or image_size or 128
         try:
             return SyntheticShapes(n, size, seed=seed)
@@ -383,6 +386,7 @@ def _add_data_args(p, train: bool):
     p.add_argument("--image-size", type=int, help="synthetic: square image side (default 128)")
     p.add_argument("--data-seed", type=int, help="synthetic: data set seed (default 0 to train, 1 to evaluate)")
     if train:
+        p.add_argument("--val-num-images", type=int, help="synthetic, --eval-at-end: held-out images (default 50)")
         p.add_argument("--val-data-path", help="coco, --eval-at-end: the validation image folder")
         p.add_argument("--val-ann-file", help="coco, --eval-at-end: the validation instances JSON")
 

@@ -146,3 +146,24 @@ def test_bench_runs_what_make_bench_runs(monkeypatch, tmp_path):
                               f"--benchmark-json={tmp_path}/bench.json", "--benchmark-columns=median,iqr,rounds",
                               "--benchmark-sort=name", "-k", "nms"]
     assert report_cmd[1:] == ["benchmarks/report.py", f"{tmp_path}/bench.json", "--out", str(tmp_path)]
+
+
+def test_train_then_eval_on_a_coco_folder(tmp_path, capsys):
+    from _coco_folder import make_coco_folder
+
+    root, ann, _ = make_coco_folder(tmp_path / "coco")
+    out = tmp_path / "run"
+    data = ["--dataset", "coco", "--data-path", str(root), "--ann-file", str(ann)]
+    model = ["--min-size", "64", "--max-size", "64", "--model-arg", "rpn_batch_size_per_image=64",
+             "--model-arg", "box_batch_size_per_image=32", "--device", "cpu", "--no-progress"]
+    rc = cli.main(["train", *data, *model, "--depth", "18", "--iterations", "2", "--batch-size", "1",
+                   "--workers", "0", "--lr", "0.001", "--output-dir", str(out), "--seed", "3"])
+    assert rc == 0, capsys.readouterr().err
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["iteration"] == 2
+    assert ck["model_args"]["num_classes"] == 4 and ck["model_args"]["depth"] == 18
+    assert ck["model_args"]["classes"][1:] == ["circle", "blob", "square"]
+    capsys.readouterr()
+    rc = cli.main(["eval", "--checkpoint", str(out), *data, *model])
+    assert rc == 0
+    assert "segm" in capsys.readouterr().out
