@@ -109,6 +109,10 @@ def model_from_checkpoint(path: str, num_classes: Optional[int] = None, ops: str
     model_args.setdefault("depth", infer_depth(state))
     model_args["num_classes"] = have
     model_args["kwargs"] = {**(model_args.get("kwargs") or {}), **(overrides or {})}
+    from .models.builders import _COCO_V1_FILE
+
+    if os.path.basename(path) == _COCO_V1_FILE:  # torchvision's COCO_V1 file: eps 0, as the builder sets
+        model_args["kwargs"].setdefault("frozen_bn_eps", 0.0)
     if not model_args.get("classes"):
         model_args["classes"] = _coco_names() if have == 91 else None
     model = build_model(model_args, ops=ops, weights=state)
@@ -276,7 +280,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    ck_args = (_read_checkpoint(args.checkpoint).get("args") or {})
+    ck_args = _read_checkpoint(args.checkpoint).get("args") or {}
+    if not isinstance(ck_args, dict):  # torchvision's reference scripts: an argparse.Namespace
+        ck_args = vars(ck_args)
     image_size = ck_args.get("image_size") if ck_args.get("dataset") == "synthetic" else None
     dataset = _dataset(args, train=False, image_size=image_size)
     device = _device(args.device)

@@ -213,7 +213,11 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         path = os.path.join(path, "checkpoint.pt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    import argparse
+
+    # torchvision's reference scripts store their argparse.Namespace next to the weights
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 # ---- the loop ------------------------------------------------------------------------------------

@@ -113,6 +113,15 @@ def test_predict_plain_state_dict(tmp_path, ckpt, images):
                    "--min-size", "64", "--max-size", "64", "--score-thresh", "0", "--device", "cpu"])
     assert rc == 0
     assert (out / "im1.png").exists() and (out / "im1.json").exists()
+    # torchvision's reference scripts: {"model", "optimizer", ..., "args": argparse.Namespace}
+    import argparse
+
+    ref = tmp_path / "model_25.pth"
+    torch.save({"model": torch.load(sd, weights_only=True), "optimizer": {}, "epoch": 25,
+                "args": argparse.Namespace(lr=0.02, data_path="/coco")}, ref)
+    rc = cli.main(["predict", str(images / "im0.png"), "--checkpoint", str(ref), "--output-dir", str(out),
+                   "--min-size", "64", "--max-size", "64", "--device", "cpu"])
+    assert rc == 0 and (out / "im0.json").exists()
 
 
 def test_infer_depth():
