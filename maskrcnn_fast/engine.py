@@ -19,16 +19,16 @@ DistributedDataParallel; only rank 0 prints and writes checkpoints.
 import bisect
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from ._reproducible import SeededItems, SkipBatches, item_seed, rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "DistInfo",
@@ -118,92 +118,8 @@ class WarmupMultiStep:
         return f
 
 
-# ---- data order ----------------------------------------------------------------------------------
-def _item_seed(seed: int, epoch: int, index: int) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + index * 104_729 + 12_345) % (2**63 - 1)
-
-
-class SeededItems(Dataset):
-    """Loads item ``i`` of ``dataset`` with torch, random and numpy seeded from (seed, epoch, i)
-    and restores the RNGs afterwards, so random transforms repeat whatever the worker, the
-    loading order or a resume."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getattr__(self, name):  # num_classes, classes, get_height_and_width, ...
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __getitem__(self, i):
-        s = _item_seed(self.seed, self.epoch, int(i))
-        py, npy = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            random.seed(s)
-            np.random.seed(s % 2**32)
-            try:
-                return self.dataset[i]
-            finally:
-                random.setstate(py)
-                np.random.set_state(npy)
-
-
-class SkipBatches(Sampler):
-    """The batches of ``batch_sampler`` after the first ``skip`` (index lists only: the skipped
-    batches are never loaded)."""
-
-    def __init__(self, batch_sampler, skip: int = 0):
-        self.batch_sampler = batch_sampler
-        self.skip = int(skip)
-
-    def __len__(self):
-        return max(0, len(self.batch_sampler) - self.skip)
-
-    def __iter__(self):
-        for k, batch in enumerate(self.batch_sampler):
-            if k >= self.skip:
-                yield batch
-
-
 def _default_collate(batch):
     return tuple(zip(*batch))
-
-
-# ---- RNG states ----------------------------------------------------------------------------------
-def _rng_state() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    st = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        # as a tensor and plain numbers: checkpoints load with weights_only=True
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    n = st["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
@@ -371,14 +287,14 @@ class Trainer:
     def _loader(self, epoch: int, skip: int) -> DataLoader:
         self.dataset.epoch = epoch
         # an explicit generator: creating the iterator must not draw from the global RNG
-        g = torch.Generator().manual_seed(_item_seed(self.seed, epoch, 0))
+        g = torch.Generator().manual_seed(item_seed(self.seed, epoch, 0))
         return DataLoader(self.dataset, batch_sampler=SkipBatches(self._batches(epoch), skip),
                           num_workers=self.workers, collate_fn=self.collate_fn, generator=g,
                           pin_memory=self.device.type == "cuda")
 
     # -- checkpoints --
     def state_dict(self) -> dict:
-        rng = _rng_state()
+        rng = rng_state()
         if self.info.enabled:
             states = [None] * self.info.world_size
             dist.all_gather_object(states, rng)
@@ -437,7 +353,7 @@ class Trainer:
         self.iteration, self.next_epoch, self.next_batch = ck["iteration"], ck["epoch"], ck["epoch_batch"]
         states = ck.get("rng") or []
         if len(states) == self.info.world_size and ck.get("batch_size", self.batch_size) == self.batch_size:
-            _set_rng_state(states[self.info.rank])
+            set_rng_state(states[self.info.rank])
         else:
             # another world size or batch: the data order differs anyway; reseed from the position
             self._print(f"resuming with {self.info.world_size} processes x {self.batch_size} images from a run "

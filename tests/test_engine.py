@@ -115,3 +115,16 @@ def test_torchrun_two_processes(tmp_path):
     params = [k for k in w0 if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert params and all(torch.equal(w0[k], w1[k]) for k in params)
     assert all(torch.equal(w0[k], ck["model"][k]) for k in w0)
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    # the item jitter draws from the global RNG: per-item seeding makes it repeat in any process
+    tr = Trainer(_NaNModel(), TinyShapes(8), batch_size=2, iterations=1, progress=False, seed=5)
+    whole = [torch.stack(b[0]) for b in tr._loader(1, 0)]
+    skipped = [torch.stack(b[0]) for b in tr._loader(1, 1)]
+    in_workers = [torch.stack(b[0]) for b in Trainer(_NaNModel(), TinyShapes(8), batch_size=2, iterations=1,
+                                                      progress=False, seed=5, workers=2)._loader(1, 1)]
+    assert len(whole) == 4 and len(skipped) == len(in_workers) == 3
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(whole[1:], skipped, in_workers))
+    other_epoch = [torch.stack(b[0]) for b in tr._loader(2, 0)]
+    assert not all(torch.equal(a, b) for a, b in zip(whole, other_epoch))
