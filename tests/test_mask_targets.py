@@ -200,8 +200,9 @@ def test_opcheck(device):
 
 
 def test_compile_has_no_graph_break(device):
+    # backend="eager": graph breaks do not depend on the backend (dynamo still runs the fake kernel)
     masks, boxes, idx = _case(device, n_per_image=4)
-    fn = torch.compile(lambda m, b, i: mask_targets(m, b, i, 7), fullgraph=True, dynamic=False)
+    fn = torch.compile(lambda m, b, i: mask_targets(m, b, i, 7), backend="eager", fullgraph=True, dynamic=False)
     assert torch.equal(fn(masks, boxes, idx), mask_targets(masks, boxes, idx, 7))
 
 
@@ -222,7 +223,7 @@ def test_bad_input_names_the_argument(device):
     ]
     if device == "cpu":  # data-dependent: CUDA writes zeros instead (below)
         bad += [
-            ("image_index", (masks, flat, image + 1, flat_idx, 7)),
+            ("image_index", (masks, flat, image + 3, flat_idx, 7)),
             ("image_index", (masks, flat, image - 1, flat_idx, 7)),
             ("matched_index", (masks, flat, image, flat_idx + 5, 7)),
             ("matched_index", (masks, flat, image, flat_idx - 1, 7)),

@@ -6,8 +6,9 @@ column weight, and a sample outside the plane has a zero weight on the axis wher
 So one proposal's M x M target is ``Ay @ crop @ Ax.T / count``, where ``Ay[p, r]`` sums the row
 weights that the samples of bin row ``p`` put on mask row ``r`` (``Ax`` likewise for columns)
 and ``crop`` is the part of the mask the proposal covers. That is the same sum as ROIAlign's,
-in another order: equal up to rounding, an independent check of the kernels. Proposals are
-batched (``bmm``) in chunks of bounded memory, largest first.
+in another order: equal up to rounding, an independent check of the kernels. Per image, the
+proposals are batched (``bmm``) in chunks of bounded memory, largest first; the masks are read
+in their own dtype (no full-size float copy).
 """
 from typing import List, Optional, Sequence, Union
 
@@ -124,13 +125,6 @@ def mask_targets(
     g, h, w = (shapes[image_index, j] for j in range(3))
     if bool(((matched < 0) | (matched >= g)).any()):
         raise ValueError("matched_idxs (matched_index) must be in [0, G_i) for the masks of each box's image")
-    numel = shapes.prod(1)
-    offsets = torch.cumsum(numel, 0) - numel
-    # uint8 and bool masks stay one byte per pixel; other dtypes are read in the compute dtype.
-    byte = all(t.dtype in (torch.uint8, torch.bool) for t in gt_masks)
-    flat = torch.cat([t.reshape(-1).to(torch.uint8 if byte else cdt) for t in gt_masks])
-    base = offsets[image_index] + matched * h * w
-
     b = boxes.to(cdt)
     x1, y1, x2, y2 = b.unbind(1)
     roi_w = (x2 - x1).clamp(min=1.0)  # aligned=False: boxes under a pixel count as one
@@ -149,22 +143,22 @@ def mask_targets(
     col0, cols = _window(x1, roi_w, w.clamp(min=1))
     count = (gh * gw).clamp(min=1).to(cdt)
 
-    sel_all = torch.nonzero(usable).flatten()
-    cost = rows[sel_all] * cols[sel_all] + m * (gh + gw + rows + cols)[sel_all]
-    order = sel_all[torch.argsort(cost, descending=True)]
-    costs = cost.sort(descending=True).values.tolist()
-    start = 0
-    while start < len(costs):
-        n = max(1, _CHUNK_ELEMENTS // max(1, int(costs[start])))
-        sel = order[start:start + n]
-        start += n
-        ly, lx = int(rows[sel].max()), int(cols[sel].max())
-        ay = _axis_matrix(y1[sel], bin_h[sel], gh[sel], h[sel], row0[sel], m, int(gh[sel].max()), ly)
-        ax = _axis_matrix(x1[sel], bin_w[sel], gw[sel], w[sel], col0[sel], m, int(gw[sel].max()), lx)
-        # Rows and columns past a proposal's window have zero weight: clamp them into the plane.
-        r = torch.minimum(row0[sel, None] + torch.arange(ly, device=device), h[sel, None] - 1)
-        c = torch.minimum(col0[sel, None] + torch.arange(lx, device=device), w[sel, None] - 1)
-        idx = base[sel, None, None] + r[:, :, None] * w[sel, None, None] + c[:, None, :]
-        crop = flat[idx].to(cdt)
-        out[sel] = torch.bmm(torch.bmm(ay, crop), ax.transpose(1, 2)) / count[sel, None, None]
+    for i, planes in enumerate(gt_masks):
+        mine = torch.nonzero(usable & (image_index == i)).flatten()
+        cost = rows[mine] * cols[mine] + m * (gh + gw + rows + cols)[mine]
+        cost, order = cost.sort(descending=True)
+        mine, costs = mine[order], cost.tolist()
+        start = 0
+        while start < len(costs):
+            n = max(1, _CHUNK_ELEMENTS // max(1, int(costs[start])))
+            sel = mine[start:start + n]
+            start += n
+            ly, lx = int(rows[sel].max()), int(cols[sel].max())
+            ay = _axis_matrix(y1[sel], bin_h[sel], gh[sel], h[sel], row0[sel], m, int(gh[sel].max()), ly)
+            ax = _axis_matrix(x1[sel], bin_w[sel], gw[sel], w[sel], col0[sel], m, int(gw[sel].max()), lx)
+            # Rows and columns past a proposal's window have zero weight: clamp them into the plane.
+            r = torch.minimum(row0[sel, None] + torch.arange(ly, device=device), h[sel, None] - 1)
+            c = torch.minimum(col0[sel, None] + torch.arange(lx, device=device), w[sel, None] - 1)
+            crop = planes[matched[sel, None, None], r[:, :, None], c[:, None, :]].to(cdt)
+            out[sel] = torch.bmm(torch.bmm(ay, crop), ax.transpose(1, 2)) / count[sel, None, None]
     return out.to(out_dtype)
