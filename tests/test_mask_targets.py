@@ -115,6 +115,12 @@ def test_bool_and_non_binary_masks(device, seed):
     # uint8 values are numbers, as in the float copy torchvision makes
     values = [t * torch.randint(0, 256, t.shape, dtype=torch.uint8, device=device) for t in masks]
     assert torch.equal(mask_targets(values, boxes, idx, 14), _via_roi_align(values, boxes, idx, 14, torch.float32))
+    # other dtypes (soft float masks) go through roi_align on their copy, as in torchvision
+    soft = [torch.rand(t.shape, device=device) for t in masks]
+    cpu = [t.cpu() for t in soft], [b.cpu() for b in boxes], [i.cpu() for i in idx]
+    tv = torch.cat([tv_project(mk, b, i, 14) for mk, b, i in zip(*cpu)])
+    torch.testing.assert_close(mask_targets(soft, boxes, idx, 14).cpu(), tv, rtol=0, atol=1e-6)
+    assert torch.equal(mask_targets([t.float() for t in masks], boxes, idx, 14), out)
 
 
 def test_non_contiguous_masks(device, seed):

@@ -30,7 +30,7 @@ namespace maskrcnn_fast {
 namespace {
 
 constexpr int kThreads = 256;
-// Row plus column taps kept in shared memory (16 KB in float, 24 KB in double): at size 28,
+// Row plus column taps kept in shared memory (20 KB in float, 32 KB in double): at size 28,
 // boxes up to about 500 pixels on a side.
 constexpr int kMaxAxisTaps = 1024;
 // 64 * 48 bytes of planes: with the other arguments, within the classic 4 KB argument limit.
