@@ -128,6 +128,14 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: mask_targets -------------------------------------------------------
+  // Mask R-CNN's mask targets (torchvision's project_masks_on_boxes) for the proposals of all
+  // images at once, read from the uint8/bool masks without a float copy. masks[i] [G_i, H_i,
+  // W_i] (image i's ground truth; images may differ in size), boxes [K, 4] (x1, y1, x2, y2 in
+  // input pixels), image_index [K] and matched_index [K] int64 (the image of each box and the
+  // mask within it). Returns boxes' dtype [K, size, size]: roi_align(masks[image_index][:,
+  // None].to(boxes.dtype), ..., (size, size), 1.0, -1, False) of each box.
+  m.def("mask_targets(Tensor[] masks, Tensor boxes, Tensor image_index, Tensor matched_index, "
+        "SymInt size) -> Tensor");
 
   // ---- end section: mask_targets ---------------------------------------------------
 }

@@ -429,11 +429,11 @@ def test_ops_choice(tmp_path):
     assert isinstance(fused.roi_heads.box_roi_pool, mf_ops.MultiScaleRoIAlign)
     assert isinstance(fused.roi_heads.mask_roi_pool, mf_ops.MultiScaleRoIAlign)
     assert isinstance(fused.rpn.box_coder, mf_ops.BoxCoder)
-    assert fused.rpn.rpn_proposals is mf_ops.rpn_proposals and fused.roi_heads.roi_align is mf_ops.roi_align
+    assert fused.rpn.rpn_proposals is mf_ops.rpn_proposals and fused.roi_heads.mask_targets is mf_ops.mask_targets
     assert fused.roi_heads.detection_postprocess is mf_ops.detection_postprocess
     assert fused.transform.paste_masks is mf_ops.paste_masks
     ref = maskrcnn_resnet_fpn(18, ops="torch", num_classes=3)
-    assert ref.rpn.rpn_proposals is reference.rpn_proposals and ref.roi_heads.roi_align is reference.roi_align
+    assert ref.rpn.rpn_proposals is reference.rpn_proposals and ref.roi_heads.mask_targets is reference.mask_targets
     assert ref.roi_heads.detection_postprocess is reference.detection_postprocess
     assert ref.transform.paste_masks is reference.paste_masks
     torch.save(ref, tmp_path / "model.pt")  # the op set pickles by name

@@ -20,6 +20,9 @@ choice. Members:
   image_sizes, weights, bbox_xform_clip, score_thresh, nms_thresh, detections_per_img) ->
   boxes [N, D, 4], scores, labels, counts, roi_index``: the box head's detections, padded.
 - ``paste_masks(masks [N, 1, M, M], boxes [N, 4], (h, w)) -> Tensor[N, 1, h, w]``.
+- ``mask_targets(gt_masks list of [G_i, H_i, W_i] uint8, proposals list of [K_i, 4],
+  matched_idxs list of [K_i], M) -> Tensor[sum K_i, M, M]``: torchvision's
+  ``project_masks_on_boxes`` of every image, concatenated.
 """
 import math
 from types import SimpleNamespace
@@ -40,6 +43,7 @@ OP_NAMES = (
     "rpn_proposals",
     "detection_postprocess",
     "paste_masks",
+    "mask_targets",
 )
 
 
@@ -83,6 +87,7 @@ def _fused() -> OpSet:
         rpn_proposals=ops.rpn_proposals,
         detection_postprocess=ops.detection_postprocess,
         paste_masks=ops.paste_masks,
+        mask_targets=ops.mask_targets,
     )
 
 
@@ -161,6 +166,7 @@ def _torch() -> OpSet:
         rpn_proposals=ref.rpn_proposals,
         detection_postprocess=ref.detection_postprocess,
         paste_masks=ref.paste_masks,
+        mask_targets=ref.mask_targets,
     )
 
 

@@ -195,7 +195,7 @@ class MaskRCNN(nn.Module):
             box_predictor,
             op.BoxCoder(tuple(bbox_reg_weights) if bbox_reg_weights is not None else (10.0, 10.0, 5.0, 5.0)),
             op.detection_postprocess,
-            op.roi_align,
+            op.mask_targets,
             box_fg_iou_thresh,
             box_bg_iou_thresh,
             box_batch_size_per_image,

@@ -120,18 +120,15 @@ def maskrcnn_loss(
     gt_masks: List[Tensor],
     gt_labels: List[Tensor],
     matched_idxs: List[Tensor],
-    roi_align: Callable,
+    mask_targets: Callable,
 ) -> Tensor:
     """Per-pixel BCE between the logits of each positive proposal's class and its ground-truth
     mask cut out by the proposal (ROIAlign on the full mask, 1 pixel = 1 unit) and resized to
-    M x M (mask_logits: Tensor[K, C, M, M])."""
+    M x M (mask_logits: Tensor[K, C, M, M]); ``mask_targets`` (maskrcnn_fast.ops' signature)
+    makes the targets of all images in one call."""
     m = mask_logits.shape[-1]
     labels = torch.cat([gl[i] for gl, i in zip(gt_labels, matched_idxs)])
-    targets = []
-    for masks, boxes, idx in zip(gt_masks, proposals, matched_idxs):
-        rois = torch.cat([idx[:, None].to(boxes), boxes], 1)
-        targets.append(roi_align(masks[:, None].to(rois), rois, (m, m), 1.0, -1, False)[:, 0])
-    targets = torch.cat(targets)
+    targets = mask_targets(gt_masks, proposals, matched_idxs, m)
     if targets.numel() == 0:
         return mask_logits.sum() * 0
     picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
@@ -143,7 +140,7 @@ class RoIHeads(nn.Module):
 
     box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes the training
     targets, its ``weights`` and ``bbox_xform_clip`` decode the deltas; detection_postprocess,
-    roi_align: callables (maskrcnn_fast.ops' signatures).
+    mask_targets: callables (maskrcnn_fast.ops' signatures).
 
     forward(features dict, proposals Tensor[N, P, 4] padded, proposal_counts Tensor[N],
     image_shapes, targets) ->
@@ -158,7 +155,7 @@ class RoIHeads(nn.Module):
         box_predictor: nn.Module,
         box_coder,
         detection_postprocess: Callable,
-        roi_align: Callable,
+        mask_targets: Callable,
         fg_iou_thresh: float,
         bg_iou_thresh: float,
         batch_size_per_image: int,
@@ -176,7 +173,7 @@ class RoIHeads(nn.Module):
         self.box_predictor = box_predictor
         self.box_coder = box_coder
         self.detection_postprocess = detection_postprocess
-        self.roi_align = roi_align
+        self.mask_targets = mask_targets
         self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.score_thresh = score_thresh
@@ -360,7 +357,7 @@ class RoIHeads(nn.Module):
                     [t["masks"] for t in targets],
                     [t["labels"] for t in targets],
                     pos_matched,
-                    self.roi_align,
+                    self.mask_targets,
                 )
             else:
                 for r, probs in zip(result, self.mask_probabilities(mask_logits, [r["labels"] for r in result])):

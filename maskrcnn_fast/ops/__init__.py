@@ -7,6 +7,7 @@ from .multilevel_roi_align import MultiScaleRoIAlign, multilevel_roi_align
 from .paste_masks import paste_masks, paste_masks_batched
 from .rpn_proposals import rpn_proposals, proposals_to_list
 from .detection_postprocess import detection_postprocess, detections_to_list
+from .mask_targets import mask_targets, project_masks_on_boxes
 from . import reference
 
 __all__ = [
@@ -28,4 +29,6 @@ __all__ = [
     "proposals_to_list",
     "detection_postprocess",
     "detections_to_list",
+    "mask_targets",
+    "project_masks_on_boxes",
 ]
