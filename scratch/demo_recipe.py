@@ -6,6 +6,11 @@ machine the quiet-machine wall time is about CPU time / threads).
 
     python scratch/demo_recipe.py            # the recipe
     python scratch/demo_recipe.py --help     # the knobs
+
+Measured (shared 2-core CPU, 1 thread, defaults = 800 iterations of 4 images at 128 px, AdamW
+1e-3, cosine, 50 warm-up): train CPU 332 s (quiet 1-thread wall ~= CPU), eval 200 images 4 s;
+held-out (seed 1000) box AP50 0.965 / AP 0.785, mask AP50 0.950 / AP 0.776. 400 iterations:
+mask AP50 0.84 (CPU 159 s). SGD 0.02 momentum 0.9, 400 iterations: mask AP50 0.34.
 """
 import argparse
 import math
@@ -48,7 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-images", type=int, default=200)
     p.add_argument("--eval-seed", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="1: on a shared 2-core machine 2 intra-op threads cost ~7x the CPU time (spinning)")
     p.add_argument("--ops", default="fused")
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--save", default="", help="save the state_dict here")
