@@ -191,6 +191,21 @@ def test_builder_kwargs():
     assert tuple(tr.image_mean) == (0.1, 0.2, 0.3) and tuple(tr.image_std) == (0.4, 0.5, 0.6)
 
 
+def test_builder_fpn_channels_and_own_heads():
+    from maskrcnn_fast.models import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, TwoMLPHead
+
+    m = maskrcnn_resnet_fpn(
+        18, fpn_channels=32, min_size=64, max_size=64,
+        box_head=TwoMLPHead(32 * 7 * 7, 64), box_predictor=FastRCNNPredictor(64, 3),
+        mask_head=MaskRCNNHeads(32, (16, 16), 1), mask_predictor=MaskRCNNPredictor(16, 16, 3),
+    )
+    assert m.backbone.out_channels == 32
+    m.eval()
+    with torch.no_grad():
+        out = m([torch.rand(3, 64, 64)])
+    assert out[0]["masks"].shape[1:] == (1, 64, 64)
+
+
 def test_legacy_checkpoint_keys():
     """torchvision's COCO_V1 file predates the wrapped convs: rpn.head.conv.weight,
     fpn.inner_blocks.N.weight, mask_head.mask_fcnN.weight (no version metadata)."""

@@ -98,6 +98,7 @@ def maskrcnn_resnet_fpn(
     trainable_backbone_layers: Optional[int] = None,
     ops: Union[str, OpSet] = "fused",
     frozen_bn_eps: Optional[float] = None,
+    fpn_channels: int = 256,
     **kwargs,
 ) -> MaskRCNN:
     """Mask R-CNN on a ResNet-``depth`` (18, 34, 50, 101, 152) FPN backbone.
@@ -108,8 +109,10 @@ def maskrcnn_resnet_fpn(
     the trunk. With weights of either kind the trunk uses FrozenBatchNorm2d and trains its last
     ``trainable_backbone_layers`` (default 3) layers; without, BatchNorm2d and all 5 train.
     frozen_bn_eps: overrides FrozenBatchNorm2d's eps (0 is set for torchvision's COCO_V1
-    weights, as torchvision does). ops: "fused" or "torch". Other keyword arguments go to
-    :class:`MaskRCNN` (min_size, max_size, rpn_*, box_*, bbox_reg_weights, ...).
+    weights, as torchvision does). ops: "fused" or "torch". fpn_channels: the FPN's width
+    (torchvision's 256; a smaller one needs matching heads, e.g. for a CPU demo). Other keyword
+    arguments go to :class:`MaskRCNN` (min_size, max_size, rpn_*, box_*, mask_*, ...); with
+    box_predictor and mask_predictor given, leave num_classes None.
     """
     state, implied_classes, eps = _resolve_weights(weights, depth, progress)
     if state is not None:
@@ -119,7 +122,7 @@ def maskrcnn_resnet_fpn(
         if num_classes is not None and implied_classes is not None and num_classes != implied_classes:
             raise ValueError(f"num_classes={num_classes} but the weights have {implied_classes} classes")
         num_classes = implied_classes if implied_classes is not None else num_classes
-    if num_classes is None:
+    if num_classes is None and (kwargs.get("box_predictor") is None or kwargs.get("mask_predictor") is None):
         num_classes = 91
     bb_enum, bb_state = _backbone_weights(weights_backbone)
 
@@ -127,7 +130,7 @@ def maskrcnn_resnet_fpn(
     layers = _trainable_layers(is_trained, trainable_backbone_layers)
     norm = FrozenBatchNorm2d if is_trained else nn.BatchNorm2d
     backbone = resnet_fpn_backbone(depth, weights=bb_enum, norm_layer=norm, trainable_layers=layers,
-                                   state_dict=bb_state)
+                                   out_channels=fpn_channels, state_dict=bb_state)
     model = MaskRCNN(backbone, num_classes=num_classes, ops=ops, **kwargs)
     if state is not None:
         model.load_state_dict(state)
