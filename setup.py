@@ -200,4 +200,7 @@ setup(
     ],
     entry_points={"console_scripts": ["maskrcnn-fast = maskrcnn_fast.cli:main"]},
     zip_safe=False,
+    # A wheel's objects (usually for other architectures) apart from the in-place build's, so
+    # that neither rebuild undoes the other.
+    options={"build": {"build_base": os.path.join("build", "wheel")}} if _building_wheel() else {},
 )

@@ -45,7 +45,7 @@ def build_info():
     return {
         "version": __version__,
         "torch": _cfg.torch_version if _cfg else None,
-        "torch_runtime": torch.__version__,
+        "torch_runtime": str(torch.__version__),
         "cuda": _cfg.cuda_version if _cfg else None,
         "cuda_arch_list": list(_cfg.cuda_arch_list) if _cfg else [],
         "cuda_kernels": bool(loaded and _cfg and _cfg.with_cuda),
