@@ -74,6 +74,14 @@ def _check_fallback_run(out_file, expected, reason):
     return got
 
 
+def test_the_test_run_has_the_extension():
+    """Everything else in tests/ would pass on the fallback too: a broken build must not."""
+    if os.environ.get("MASKRCNN_FAST_NO_EXT", "").strip() not in ("", "0"):
+        pytest.skip("MASKRCNN_FAST_NO_EXT is set")
+    info = maskrcnn_fast.build_info()
+    assert info["extension"], info["extension_error"]
+
+
 @needs_ext
 def test_schemas_match_the_extension():
     registered = {

@@ -8,7 +8,8 @@ nothing is recompiled: CI pays only the link), else build/wheel-test. A first CU
 takes minutes.
 
 Environment: MASKRCNN_FAST_CUDA=0|1 forces the flavour (default: CUDA when nvcc and a CUDA torch
-are present); TORCH_CUDA_ARCH_LIST names the architecture when it holds exactly one (default 9.0).
+are present); TORCH_CUDA_ARCH_LIST names the architecture when it holds exactly one (default: the
+in-place build's, when it has one, else 9.0).
 Deselect with ``-m "not wheel"``.
 """
 import json
@@ -41,9 +42,13 @@ def _want_cuda():
 
 
 def _arch():
-    archs = [a for a in re.split(r"[;\s]+", os.environ.get("TORCH_CUDA_ARCH_LIST", "")) if a]
-    if len(archs) == 1 and re.fullmatch(r"\d+\.\d", archs[0]):
-        return archs[0]
+    """TORCH_CUDA_ARCH_LIST when it names one architecture, else the in-place build's when it
+    has one (its objects are then reused), else 9.0."""
+    for archs in (re.split(r"[;\s]+", os.environ.get("TORCH_CUDA_ARCH_LIST", "")),
+                  maskrcnn_fast.build_info()["cuda_arch_list"]):
+        archs = [a for a in archs if a]
+        if len(archs) == 1 and re.fullmatch(r"\d+\.\d", archs[0]):
+            return archs[0]
     return "9.0"
 
 
@@ -81,8 +86,10 @@ def wheel(tmp_path_factory):
     env = _clean_env(MASKRCNN_FAST_CUDA="1" if with_cuda else "0", MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
     if with_cuda:
         env["TORCH_CUDA_ARCH_LIST"] = archs[0]
+    # bdist_wheel --skip-build: it would run build_ext a second time, and torch's BuildExtension
+    # then adds its flags twice, which makes ninja recompile everything.
     cmd = [sys.executable, "setup.py", "build", "--build-base", os.path.join(ROOT, "build", "wheel-test"),
-           "--build-temp", _build_temp(with_cuda, archs), "bdist_wheel", "--dist-dir", str(dist)]
+           "--build-temp", _build_temp(with_cuda, archs), "bdist_wheel", "--skip-build", "--dist-dir", str(dist)]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     (whl,) = dist.glob("*.whl")
