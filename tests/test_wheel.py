@@ -12,6 +12,7 @@ are present); TORCH_CUDA_ARCH_LIST names the architecture when it holds exactly 
 in-place build's, when it has one, else 9.0).
 Deselect with ``-m "not wheel"``.
 """
+import importlib.util
 import json
 import os
 import re
@@ -53,8 +54,12 @@ def _arch():
 
 
 def _cuobjdump():
-    found = shutil.which("cuobjdump") or os.path.join(CUDA_HOME, "bin", "cuobjdump")
-    return found if os.path.exists(found) else None
+    """On PATH, in CUDA_HOME, or the copy that torch's triton ships (a toolkit without it)."""
+    candidates = [shutil.which("cuobjdump"), os.path.join(CUDA_HOME, "bin", "cuobjdump")]
+    spec = importlib.util.find_spec("triton")
+    if spec is not None and spec.origin:
+        candidates.append(os.path.join(os.path.dirname(spec.origin), "backends", "nvidia", "bin", "cuobjdump"))
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
 def _build_temp(with_cuda, archs):
