@@ -1,4 +1,5 @@
 # make test | make bench | make build: each creates .venv and builds the extension first.
+# make wheel | make sdist: distributions in dist/ (README: "Build a wheel").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,8 +8,9 @@ ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
 endif
 BENCH_OUT ?= benchmarks/out
+DIST ?= dist
 
-.PHONY: all build test bench clean
+.PHONY: all build test bench clean wheel sdist
 
 all: test
 
@@ -33,5 +35,15 @@ bench: build
 		--benchmark-columns=median,iqr,rounds --benchmark-sort=name $(PYTEST_ARGS)
 	$(PY) benchmarks/report.py $(BENCH_OUT)/bench.json --out $(BENCH_OUT)
 
+# For other machines: CUDA kernels for TORCH_CUDA_ARCH_LIST, default every architecture from 7.5
+# up that this nvcc and this torch support, plus PTX of the newest; MASKRCNN_FAST_CUDA=0: CPU
+# only. The wheel requires the venv's torch release. Objects in build/wheel, apart from make build's.
+wheel: $(VENV)/.installed
+	$(PY) -m build --wheel --no-isolation --outdir $(DIST)
+
+# Sources only; it builds on install with `pip install --no-build-isolation`.
+sdist: $(VENV)/.installed
+	$(PY) -m build --sdist --no-isolation --outdir $(DIST)
+
 clean:
-	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT)
+	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT) $(DIST) *.egg-info
