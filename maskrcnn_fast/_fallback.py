@@ -135,6 +135,10 @@ def _rpn_proposals(objectness, pred_bbox_deltas, cell_anchors, strides, image_si
 
 
 # Schema (exactly as csrc/ops.cpp defines it, without the namespace) -> CPU and CUDA kernel.
+def _mask_targets(masks, boxes, image_index, matched_index, size):
+    return _ref().mask_targets(list(masks), boxes, matched_index, size, image_index=image_index)
+
+
 KERNELS = {
     "grid_anchors(Tensor cell_anchors, int[] num_cell_anchors, SymInt[] grid_sizes, "
     "SymInt[] strides) -> Tensor": _grid_anchors,
@@ -168,6 +172,8 @@ KERNELS = {
     "Tensor? proposal_counts, Tensor image_sizes, float[] weights, float bbox_xform_clip, "
     "float score_thresh, float nms_thresh, SymInt detections_per_img) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)": _same("detection_postprocess"),
+    "mask_targets(Tensor[] masks, Tensor boxes, Tensor image_index, Tensor matched_index, "
+    "SymInt size) -> Tensor": _mask_targets,
 }
 
 
