@@ -20,6 +20,10 @@ choice. Members:
   image_sizes, weights, bbox_xform_clip, score_thresh, nms_thresh, detections_per_img) ->
   boxes [N, D, 4], scores, labels, counts, roi_index``: the box head's detections, padded.
 - ``paste_masks(masks [N, 1, M, M], boxes [N, 4], (h, w)) -> Tensor[N, 1, h, w]``.
+- ``box_iou(boxes1 [M, 4], boxes2 [N, 4]) -> Tensor[M, N]``: torchvision's box_iou.
+- ``match_boxes(gt_boxes [N, G, 4], gt_counts [N], boxes [N, T, 4] or [T, 4], box_counts [N] or
+  None, high_threshold, low_threshold, allow_low_quality_matches) -> int64 Tensor[N, T]``:
+  torchvision's Matcher on box_iou for all images at once (training targets).
 """
 import math
 from types import SimpleNamespace
@@ -40,6 +44,8 @@ OP_NAMES = (
     "rpn_proposals",
     "detection_postprocess",
     "paste_masks",
+    "box_iou",
+    "match_boxes",
 )
 
 
@@ -83,6 +89,8 @@ def _fused() -> OpSet:
         rpn_proposals=ops.rpn_proposals,
         detection_postprocess=ops.detection_postprocess,
         paste_masks=ops.paste_masks,
+        box_iou=ops.box_iou,
+        match_boxes=ops.match_boxes,
     )
 
 
@@ -161,6 +169,8 @@ def _torch() -> OpSet:
         rpn_proposals=ref.rpn_proposals,
         detection_postprocess=ref.detection_postprocess,
         paste_masks=ref.paste_masks,
+        box_iou=ref.box_iou,
+        match_boxes=ref.match_boxes,
     )
 
 

@@ -7,6 +7,8 @@ from .multilevel_roi_align import MultiScaleRoIAlign, multilevel_roi_align
 from .paste_masks import paste_masks, paste_masks_batched
 from .rpn_proposals import rpn_proposals, proposals_to_list
 from .detection_postprocess import detection_postprocess, detections_to_list
+from .box_iou import box_iou
+from .match_boxes import match_boxes
 from . import reference
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "proposals_to_list",
     "detection_postprocess",
     "detections_to_list",
+    "box_iou",
+    "match_boxes",
 ]
