@@ -45,6 +45,15 @@ void iou_rows_f32(const float* b1, const float* b2, float* out, int64_t N, int64
   iou_rows<float, float>(b1, b2, out, N, begin, end);
 }
 
+template <typename T, typename acc_t>
+void iou_dispatch(const T* b1, const T* b2, acc_t* out, int64_t N, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    iou_rows_f32(b1, b2, out, N, begin, end);
+  } else {
+    iou_rows<T, acc_t>(b1, b2, out, N, begin, end);
+  }
+}
+
 at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   check_box_iou(boxes1, boxes2);
   const at::Tensor b1 = boxes1.contiguous();
@@ -60,11 +69,7 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
     acc_t* po = out.mutable_data_ptr<acc_t>();
     // ~1 ns per pair: chunks of 32k pairs amortise the thread hand-off.
     at::parallel_for(0, M * N, 32768, [&](int64_t begin, int64_t end) {
-      if constexpr (std::is_same_v<scalar_t, float>) {
-        iou_rows_f32(p1, p2, po, N, begin, end);
-      } else {
-        iou_rows<scalar_t, acc_t>(p1, p2, po, N, begin, end);
-      }
+      iou_dispatch<scalar_t, acc_t>(p1, p2, po, N, begin, end);
     });
   });
   return out;

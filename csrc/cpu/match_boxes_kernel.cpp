@@ -200,6 +200,32 @@ MF_CLONES void best_tasks_f32(const float* gt, const int64_t* gt_counts, const f
   best_tasks<float, float>(gt, gt_counts, boxes, box_counts, s, partial, begin, end);
 }
 
+// float goes to its clones; the other dtypes to the generic code.
+template <typename T, typename acc_t>
+void best_dispatch(const T* gt, const int64_t* gt_counts, const T* boxes,
+                   const int64_t* box_counts, const MatchShape& s, acc_t* partial, int64_t begin,
+                   int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    best_tasks_f32(gt, gt_counts, boxes, box_counts, s, partial, begin, end);
+  } else {
+    best_tasks<T, acc_t>(gt, gt_counts, boxes, box_counts, s, partial, begin, end);
+  }
+}
+
+template <typename T, typename acc_t>
+void match_dispatch(const T* gt, const int64_t* gt_counts, const T* boxes,
+                    const int64_t* box_counts, const MatchShape& s, const acc_t* gt_best,
+                    bool low_quality, acc_t high, acc_t low, int64_t* out, int64_t begin,
+                    int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    match_tasks_f32(gt, gt_counts, boxes, box_counts, s, gt_best, low_quality, high, low, out,
+                    begin, end);
+  } else {
+    match_tasks<T, acc_t>(gt, gt_counts, boxes, box_counts, s, gt_best, low_quality, high, low,
+                          out, begin, end);
+  }
+}
+
 at::Tensor match_boxes_cpu(const at::Tensor& gt_boxes, const at::Tensor& gt_counts,
                            const at::Tensor& boxes, const c10::optional<at::Tensor>& box_counts,
                            double high_threshold, double low_threshold,
@@ -229,7 +255,6 @@ at::Tensor match_boxes_cpu(const at::Tensor& gt_boxes, const at::Tensor& gt_coun
   const int64_t grain = std::max<int64_t>(1, 16384 / (kTile * std::max<int64_t>(s.G, 1)));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt.scalar_type(), "match_boxes", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool kF32 = std::is_same_v<scalar_t, float>;
     const scalar_t* gt_ptr = gt.const_data_ptr<scalar_t>();
     const scalar_t* bx_ptr = bx.const_data_ptr<scalar_t>();
     // Each ground truth's best IoU over its image's valid boxes, [N, G].
@@ -237,12 +262,8 @@ at::Tensor match_boxes_cpu(const at::Tensor& gt_boxes, const at::Tensor& gt_coun
     if (allow_low_quality_matches && s.G > 0) {
       std::vector<acc_t> partial(tasks * s.G);
       at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-        if constexpr (kF32) {
-          best_tasks_f32(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, partial.data(), begin, end);
-        } else {
-          best_tasks<scalar_t, acc_t>(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, partial.data(), begin,
-                                      end);
-        }
+        best_dispatch<scalar_t, acc_t>(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, partial.data(), begin,
+                                       end);
       });
       const int64_t tiles = tasks / s.N;
       for (int64_t n = 0; n < s.N; ++n) {
@@ -258,13 +279,8 @@ at::Tensor match_boxes_cpu(const at::Tensor& gt_boxes, const at::Tensor& gt_coun
     const acc_t high = static_cast<acc_t>(high_threshold);
     const acc_t low = static_cast<acc_t>(low_threshold);
     at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-      if constexpr (kF32) {
-        match_tasks_f32(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, gt_best.data(),
-                        allow_low_quality_matches, high, low, out_ptr, begin, end);
-      } else {
-        match_tasks<scalar_t, acc_t>(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, gt_best.data(),
-                                     allow_low_quality_matches, high, low, out_ptr, begin, end);
-      }
+      match_dispatch<scalar_t, acc_t>(gt_ptr, gc_ptr, bx_ptr, bc_ptr, s, gt_best.data(),
+                                      allow_low_quality_matches, high, low, out_ptr, begin, end);
     });
   });
   return out;

@@ -20,8 +20,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         Tensor[M, N]: IoU. float32 for float32, half and bfloat16 boxes (torchvision upcasts
         half: w and h are subtracted in half, everything else in float), float64 for float64.
         Integer boxes are computed exactly in float64 and returned in the default dtype
-        (torchvision's true division; equal to it while areas are below 2**24); mixed dtypes
-        are promoted first. Two zero-area boxes that do not overlap give 0 / 0 = NaN, and a NaN
+        (torchvision's true division; equal to it while areas are below 2**24, and exact where
+        torchvision's uint8 subtraction wraps around); mixed dtypes are promoted first. Two zero-area boxes that do not overlap give 0 / 0 = NaN, and a NaN
         coordinate gives NaN, as in torchvision.
     """
     out_dtype = None
