@@ -23,14 +23,15 @@ MF_HOST_DEVICE bool iou_isnan(T v) {
   return v != v;
 }
 
-// torch.maximum / torch.minimum: a NaN operand gives NaN.
+// torch.maximum / torch.minimum: a NaN operand gives NaN. `|`, not `||`: no branch, so the
+// CPU loops if-convert and vectorise.
 template <typename T>
 MF_HOST_DEVICE T nan_max(T a, T b) {
-  return (a > b || iou_isnan(a)) ? a : b;
+  return ((a > b) | iou_isnan(a)) ? a : b;
 }
 template <typename T>
 MF_HOST_DEVICE T nan_min(T a, T b) {
-  return (a < b || iou_isnan(a)) ? a : b;
+  return ((a < b) | iou_isnan(a)) ? a : b;
 }
 
 // One box in the compute type, with its area.
@@ -73,13 +74,13 @@ MF_HOST_DEVICE acc_t pair_iou(const IouBox<acc_t>& a, const IouBox<acc_t>& b) {
 // larger value or the first NaN replaces the best; ties keep the earlier index.
 template <typename acc_t>
 MF_HOST_DEVICE bool argmax_takes(acc_t v, acc_t best) {
-  return v > best || (iou_isnan(v) && !iou_isnan(best));
+  return (v > best) | (iou_isnan(v) & !iou_isnan(best));
 }
 
 // The running max of torch.max(dim) (values only): NaN propagates. Branch-free on the CPU.
 template <typename acc_t>
 MF_HOST_DEVICE acc_t max_update(acc_t best, acc_t v) {
-  return (v > best || iou_isnan(v)) ? v : best;
+  return ((v > best) | iou_isnan(v)) ? v : best;
 }
 
 // Unsigned keys in the order of max_update, for atomicMax: every NaN is the largest key; 0 is

@@ -29,10 +29,12 @@ namespace {
 constexpr int64_t kTile = 256;
 constexpr int64_t kLanes = 16;
 
+// Every array of a tile holds 4- or 8-byte elements: a bool array would make GCC pick
+// 16-lane byte vectors for the whole loop, and give up on the float parts.
 template <typename acc_t>
 struct Tile {
   acc_t x1[kTile], y1[kTile], x2[kTile], y2[kTile], area[kTile];
-  bool valid[kTile];
+  int32_t valid[kTile];
 };
 
 // Boxes [t0, t0 + kTile) of one image into the tile; rows past `count` (or T) are invalid.
@@ -47,10 +49,10 @@ void load_tile(const T* boxes, int64_t t0, int64_t count, Tile<acc_t>& tile) {
       tile.x2[j] = b.x2;
       tile.y2[j] = b.y2;
       tile.area[j] = b.area;
-      tile.valid[j] = true;
+      tile.valid[j] = 1;
     } else {
       tile.x1[j] = tile.y1[j] = tile.x2[j] = tile.y2[j] = tile.area[j] = acc_t(0);
-      tile.valid[j] = false;
+      tile.valid[j] = 0;
     }
   }
 }
@@ -66,7 +68,8 @@ C10_ALWAYS_INLINE acc_t tile_iou(const IouBox<acc_t>& a, const Tile<acc_t>& tile
   return pair_iou<T, acc_t>(a, b);
 }
 
-// Pass 1 on one tile: best[g] = max(best[g], max over the tile's valid boxes of IoU(g, box)).
+// Pass 1 on one tile: best[g] = max(best[g], max over the tile's valid boxes of IoU(g, box)),
+// through kLanes partial maxima so that the reduction vectorises.
 template <typename T, typename acc_t>
 C10_ALWAYS_INLINE void tile_best_per_gt(const IouBox<acc_t>* gts, int64_t num_gt,
                                         const Tile<acc_t>& tile, acc_t* best) {
@@ -78,7 +81,7 @@ C10_ALWAYS_INLINE void tile_best_per_gt(const IouBox<acc_t>* gts, int64_t num_gt
     for (int64_t j0 = 0; j0 < kTile; j0 += kLanes) {
       for (int64_t l = 0; l < kLanes; ++l) {
         const acc_t v = tile_iou<T, acc_t>(a, tile, j0 + l);
-        part[l] = max_update(part[l], tile.valid[j0 + l] ? v : kLowest);
+        part[l] = max_update(part[l], tile.valid[j0 + l] != 0 ? v : kLowest);
       }
     }
     acc_t m = best[g];
@@ -92,30 +95,32 @@ template <typename T, typename acc_t>
 C10_ALWAYS_INLINE void tile_match(const IouBox<acc_t>* gts, const acc_t* gt_best, int64_t num_gt,
                                   bool low_quality, acc_t high, acc_t low,
                                   const Tile<acc_t>& tile, int64_t n, int64_t* out) {
-  acc_t best[kTile];
+  acc_t best[kTile], iou[kTile];
   int32_t arg[kTile];
-  bool lowq[kTile];
+  int32_t lowq[kTile];
   for (int64_t j = 0; j < kTile; ++j) {
     best[j] = -std::numeric_limits<acc_t>::infinity();
     arg[j] = 0;
-    lowq[j] = false;
+    lowq[j] = 0;
   }
   for (int64_t g = 0; g < num_gt; ++g) {
     const IouBox<acc_t> a = gts[g];
     const acc_t gb = low_quality ? gt_best[g] : std::numeric_limits<acc_t>::quiet_NaN();
     const int32_t gi = static_cast<int32_t>(g);
+    // Two simple loops vectorise where one fused loop did not.
+    for (int64_t j = 0; j < kTile; ++j) iou[j] = tile_iou<T, acc_t>(a, tile, j);
     for (int64_t j = 0; j < kTile; ++j) {
-      const acc_t v = tile_iou<T, acc_t>(a, tile, j);
+      const acc_t v = iou[j];
       const bool take = argmax_takes(v, best[j]);
       best[j] = take ? v : best[j];
       arg[j] = take ? gi : arg[j];
-      lowq[j] = lowq[j] | (v == gb);
+      lowq[j] = lowq[j] | static_cast<int32_t>(v == gb);
     }
   }
   for (int64_t j = 0; j < n; ++j) {
-    out[j] = tile.valid[j] ? match_decision(best[j], static_cast<int64_t>(arg[j]), high, low,
-                                            lowq[j])
-                           : kBelowLowThreshold;
+    out[j] = tile.valid[j] != 0 ? match_decision(best[j], static_cast<int64_t>(arg[j]), high,
+                                                 low, lowq[j] != 0)
+                                : kBelowLowThreshold;
   }
 }
 

@@ -62,7 +62,7 @@ __global__ void best_per_gt_kernel(const T* __restrict__ gt, const int64_t* __re
     const int64_t count = clamp_count(box_counts, n, d.T, d.T);
     const T* img_boxes = boxes + n * d.box_stride;
     for (int64_t g0 = 0; g0 < num_gt; g0 += kChunk) {
-      const int chunk = static_cast<int>(min<int64_t>(kChunk, num_gt - g0));
+      const int chunk = static_cast<int>(num_gt - g0 < kChunk ? num_gt - g0 : kChunk);
       for (int i = threadIdx.x; i < chunk; i += blockDim.x) {
         sgt[i] = iou_box<T, acc_t>(gt + (n * d.G + g0 + i) * 4);
         skey[i] = K(0);
@@ -124,7 +124,7 @@ __global__ void match_kernel(const T* __restrict__ gt, const int64_t* __restrict
       int64_t arg = 0;
       bool lowq = false;
       for (int64_t g0 = 0; g0 < num_gt; g0 += kChunk) {
-        const int chunk = static_cast<int>(min<int64_t>(kChunk, num_gt - g0));
+        const int chunk = static_cast<int>(num_gt - g0 < kChunk ? num_gt - g0 : kChunk);
         if (!one_chunk) {
           __syncthreads();
           stage(g0, chunk);
