@@ -67,8 +67,9 @@ at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {
     const scalar_t* p1 = b1.const_data_ptr<scalar_t>();
     const scalar_t* p2 = b2.const_data_ptr<scalar_t>();
     acc_t* po = out.mutable_data_ptr<acc_t>();
-    // ~1 ns per pair: chunks of 32k pairs amortise the thread hand-off.
-    at::parallel_for(0, M * N, 32768, [&](int64_t begin, int64_t end) {
+    // Well under 1 ns per pair once vectorised: chunks of 256k pairs (~0.1 ms) amortise the
+    // thread hand-off and keep small problems on one thread.
+    at::parallel_for(0, M * N, 262144, [&](int64_t begin, int64_t end) {
       iou_dispatch<scalar_t, acc_t>(p1, p2, po, N, begin, end);
     });
   });
