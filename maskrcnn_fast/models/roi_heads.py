@@ -230,9 +230,10 @@ class RoIHeads(nn.Module):
         gt, gt_counts = pad_rows([t["boxes"].to(dtype) for t in targets])  # [N, G >= 1, 4]
         gt_labels, _ = pad_rows([t["labels"] for t in targets])
         n, p, g = proposals.shape[0], proposals.shape[1], gt.shape[1]
-        boxes = torch.cat([proposals, gt], 1)
         rows = torch.arange(p + g, device=proposals.device)
         valid = torch.where(rows < p, rows < proposal_counts[:, None], rows - p < gt_counts[:, None])
+        # padding rows zeroed whatever the caller left there (see assign_targets_to_proposals)
+        boxes = torch.cat([proposals, gt], 1).masked_fill_(~valid[..., None], 0)
         matched, labels = self.assign_targets_to_proposals(boxes, valid, gt, gt_counts, gt_labels)
         pos, neg = self.fg_bg_sampler(list(labels.unbind(0)))
         keep = torch.where((torch.stack(pos) | torch.stack(neg)).reshape(-1))[0]
