@@ -172,6 +172,10 @@ KERNELS = {
     "Tensor? proposal_counts, Tensor image_sizes, float[] weights, float bbox_xform_clip, "
     "float score_thresh, float nms_thresh, SymInt detections_per_img) "
     "-> (Tensor, Tensor, Tensor, Tensor, Tensor)": _same("detection_postprocess"),
+    "box_iou(Tensor boxes1, Tensor boxes2) -> Tensor": _same("box_iou"),
+    "match_boxes(Tensor gt_boxes, Tensor gt_counts, Tensor boxes, Tensor? box_counts, "
+    "float high_threshold, float low_threshold, bool allow_low_quality_matches) -> Tensor":
+        _same("match_boxes"),
     "mask_targets(Tensor[] masks, Tensor boxes, Tensor image_index, Tensor matched_index, "
     "SymInt size) -> Tensor": _mask_targets,
 }
