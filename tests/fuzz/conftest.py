@@ -26,7 +26,7 @@ settings.register_profile(
 settings.register_profile(
     "fuzz", max_examples=int(_N or 1000), derandomize=False, deadline=None,
     suppress_health_check=_SUPPRESS, print_blob=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink], database=None,
 )
 settings.load_profile(os.environ.get("MF_FUZZ_PROFILE", "ci"))
 
