@@ -70,3 +70,33 @@ def test_rpn_half_filters_on_rounded_boxes(device):
     b16, c16 = out[torch.float16]
     assert c16.tolist() == [1] and b16[0, 0].tolist() == [8.0, 8.5, 10.0, 9.5]
     assert out[torch.float32][1].tolist() == [0]
+
+
+def test_reference_roi_align_backward_all_rois_empty():
+    # Found: with aligned=True a zero-size ROI samples nothing (adaptive grid 0); when every ROI
+    # was like that the reference's output left input's graph and autograd.grad raised. The
+    # reference now keeps the output in the graph (zero gradient), as the fused op does.
+    x = torch.rand(1, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    rois = torch.zeros(1, 5, dtype=torch.float64)
+    grad = torch.ones(1, 1, 1, 1, dtype=torch.float64)
+    from maskrcnn_fast.ops import roi_align
+    for fn in (roi_align, ref.roi_align):
+        out = fn(x, rois, 1, 1.0, -1, True)
+        assert out.tolist() == [[[[0.0]]]]
+        assert torch.autograd.grad(out, x, grad)[0].tolist() == [[[[0.0]]]]
+
+
+def test_decode_half_rounds_bbox_xform_clip(device):
+    # Found: float16 decode 3 ulps from the float64 reference for a clamped dw. Not a kernel
+    # bug: bbox_xform_clip is rounded to float16 before the clamp, as torch.clamp rounds a Python
+    # scalar for a float16 tensor, so ours equals torchvision's float16 decode. The fuzz oracle
+    # now gives the reference the rounded clip.
+    clip = math.log(1000.0 / 16)
+    b = torch.tensor([[0.0, 0.0, 1.0, 0.0]], dtype=torch.half, device=device)
+    codes = torch.tensor([[0.0, 0.0, 150.0, 0.0]], dtype=torch.half, device=device)
+    got = decode_boxes(codes, b, (1.0, 1.0, 1.0, 1.0), clip).cpu()
+    tv = TVBoxCoder((1.0, 1.0, 1.0, 1.0), clip).decode_single(codes.cpu(), b.cpu())
+    assert torch.equal(got, tv)
+    clip16 = float(torch.tensor(clip).half())
+    want = ref.decode_boxes(codes.double().cpu(), b.double().cpu(), (1.0, 1.0, 1.0, 1.0), clip16)
+    assert torch.equal(got, want.half())

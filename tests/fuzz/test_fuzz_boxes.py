@@ -120,14 +120,19 @@ def test_fuzz_decode_boxes(data):
         tv = TVBoxCoder(weights, clip).decode_single(codes, b)
         tv_scale = _pair_scale(tv)
         if size is not None:
-            tv = clip_boxes_to_image(tv.reshape(k, -1, 4), size).reshape(k, -1)
+            tv = clip_boxes_to_image(tv.reshape(k, c, 4), size).reshape(k, 4 * c)
         _within(got, tv, 4 * torch.finfo(dtype).eps * tv_scale)
         if dtype == torch.float64:
             _within(got, exact, 4 * torch.finfo(dtype).eps * scale)
     else:
         # Computed in float, rounded once: one output ulp plus float rounding of the scale.
+        # bbox_xform_clip is rounded to the dtype first, as torch.clamp rounds a Python scalar
+        # for a half tensor (torchvision's result, and ours).
+        clip_r = float(torch.tensor(clip, dtype=torch.float64).to(dtype))
+        exact = ref.decode_boxes(codes.double(), b.double(), weights, clip_r, size)
+        scale = _pair_scale(ref.decode_boxes(codes.double(), b.double(), weights, clip_r))
         ulp_out = torch.finfo(dtype).eps * exact.abs().clamp(min=torch.finfo(dtype).tiny)
-        alt = ref.decode_boxes(codes.float(), b.float(), weights, clip, size).to(dtype)
+        alt = ref.decode_boxes(codes.float(), b.float(), weights, clip_r, size).to(dtype)
         _within(got, exact.to(dtype), ulp_out + 8 * F32_EPS * scale, alt)
 
 
