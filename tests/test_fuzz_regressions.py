@@ -100,3 +100,18 @@ def test_decode_half_rounds_bbox_xform_clip(device):
     clip16 = float(torch.tensor(clip).half())
     want = ref.decode_boxes(codes.double().cpu(), b.double().cpu(), (1.0, 1.0, 1.0, 1.0), clip16)
     assert torch.equal(got, want.half())
+
+
+def test_roi_align_finite_rois_that_overflow_when_scaled(device):
+    # Found: torchvision's CPU roi_align segfaults (out-of-bounds read through a NaN sample
+    # position) on finite float32 ROIs whose corners overflow once scaled (3e38 * 2 = inf). Ours
+    # gives zeros for them, as for non-finite ROIs, and the reference agrees. The fuzz test now
+    # compares those rows with the reference only.
+    from maskrcnn_fast.ops import roi_align
+    x = torch.rand(1, 2, 8, 3, device=device)
+    rois = torch.tensor([[0.0, 3e38, 4.0, 3e38, 0.9], [0.0, -2.0, 3e38, -0.95, 0.0],
+                         [0.0, 6.0, 4.0, 12.0, 5.8]], device=device)
+    out = roi_align(x, rois, (2, 1), 2.0, 1, True)
+    assert bool((out[:2] == 0).all())
+    want = ref.roi_align(x.double().cpu(), rois.double().cpu(), (2, 1), 2.0, 1, True)
+    torch.testing.assert_close(out.cpu().double(), want, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.ops import clip_boxes_to_image
 
-from fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
+from .fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
 from maskrcnn_fast.ops import AnchorGenerator, decode_boxes, encode_boxes, grid_anchors
 from maskrcnn_fast.ops import reference as ref
 

@@ -25,7 +25,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_p
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.boxes import _batched_nms_vanilla
 
-from fuzzlib import boxes, devices, dtypes, tensor
+from .fuzzlib import boxes, devices, dtypes, tensor
 from maskrcnn_fast.ops import detection_postprocess, rpn_proposals
 from maskrcnn_fast.ops import reference as ref
 

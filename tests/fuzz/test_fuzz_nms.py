@@ -10,7 +10,7 @@ import torchvision
 from hypothesis import given, strategies as st
 from torchvision.ops.boxes import _batched_nms_vanilla
 
-from fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
+from .fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
 from maskrcnn_fast.ops import batched_nms, nms
 from maskrcnn_fast.ops import reference as ref
 

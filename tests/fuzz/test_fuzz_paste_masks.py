@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, strategies as st
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from fuzzlib import boxes, devices, dtypes, non_contiguous
+from .fuzzlib import boxes, devices, dtypes, non_contiguous
 from maskrcnn_fast.ops import paste_masks, paste_masks_batched
 from maskrcnn_fast.ops import reference as ref
 from maskrcnn_fast.ops._reference_paste_masks import _expanded_int_boxes

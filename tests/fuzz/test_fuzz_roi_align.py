@@ -15,7 +15,7 @@ import torch
 import torchvision
 from hypothesis import given, strategies as st
 
-from fuzzlib import boxes, devices, dtypes
+from .fuzzlib import boxes, devices, dtypes
 from maskrcnn_fast.ops import MultiScaleRoIAlign, multilevel_roi_align, roi_align
 from maskrcnn_fast.ops import reference as ref
 
@@ -36,6 +36,12 @@ def _draw_rois(draw, k, n, h, w, scale, nonfinite):
     idx = torch.tensor(draw(st.lists(st.integers(0, max(n - 1, 0)), min_size=k, max_size=k)),
                        dtype=torch.float64).reshape(k, 1)
     return torch.cat([idx, b], 1)
+
+
+def _scaled_finite(r, scale):
+    """Bool[K]: rows whose scaled corners and sizes stay finite (and far from overflow)."""
+    c = r[:, 1:] * scale
+    return (torch.isfinite(c) & (c.double().abs() < 1e15)).all(1)
 
 
 def _grid_is_bounded(rois, scale, ph, pw, aligned):
@@ -77,7 +83,9 @@ def test_fuzz_roi_align(data):
     assert out.shape == (k, c, ph, pw) and out.dtype == dtype
     bad = ~torch.isfinite(r[:, 1:]).all(1)
     assert bool((out.detach().cpu()[bad] == 0).all()), "non-finite ROIs give zeros"
-    good = ~bad
+    # torchvision's CPU kernel reads out of bounds (segfault) when finite corners overflow once
+    # scaled (3e38 * 2 in float32): those rows are only compared with the reference (zeros).
+    good = ~bad & _scaled_finite(r, scale)
     if dtype in (torch.float32, torch.float64):
         tv = torchvision.ops.roi_align(x, r[good], *args)
         _tv_close(out.detach()[good.to(device)], tv, device)
@@ -188,7 +196,7 @@ def test_fuzz_multilevel_roi_align(data):
                                    **(dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
                                       else dict(rtol=1e-5, atol=1e-5)))
         # torchvision's pooler (aligned=False, scales inferred from the maps) on the finite ROIs
-        good = ~bad
+        good = ~bad & _scaled_finite(rois, scales[0])
         if not aligned and k and bool(good.any()) and all(
                 s == 2.0 ** round(math.log2(f.shape[2] / image)) for f, s in zip(feats, scales)):
             tvp = torchvision.ops.MultiScaleRoIAlign([str(i) for i in range(levels)], (ph, pw), sampling)
