@@ -115,3 +115,18 @@ def test_roi_align_finite_rois_that_overflow_when_scaled(device):
     assert bool((out[:2] == 0).all())
     want = ref.roi_align(x.double().cpu(), rois.double().cpu(), (2, 1), 2.0, 1, True)
     torch.testing.assert_close(out.cpu().double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_rpn_tie_across_levels_goes_to_the_lower_level(device):
+    # Found: ours and torchvision kept different boxes when two levels held the same logit (a
+    # tie, whose order torchvision leaves to an unstable sort). Not a bug: ours documents ties
+    # going to the lower level, and the reference agrees. The fuzzer now draws logits distinct
+    # over all levels.
+    cells = [torch.tensor([[-1.0, -1.0, 1.0, 1.0]], device=device),
+             torch.tensor([[-2.0, -2.0, 2.0, 2.0]], device=device)]
+    ob = [torch.full((1, 1, 1, 1), 2.5, device=device)] * 2
+    de = [torch.zeros(1, 4, 1, 1, device=device)] * 2
+    sizes = torch.tensor([[16, 16]], device=device)
+    for fn in (rpn_proposals, ref.rpn_proposals):
+        b, s, c = fn(ob, de, cells, [(8, 8), (16, 16)], sizes, 5, 1, 0.7, 0.0, 0.0)
+        assert c.tolist() == [1] and b[0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]

@@ -76,21 +76,29 @@ def _rpn_inputs(draw, dtype):
     for lvl in range(levels):
         a = draw(st.integers(1, 3))
         h, w = draw(st.integers(0, 5)), draw(st.integers(0, 5))
-        # Distinct logits: with ties, which tied candidates are kept is left open.
-        g = torch.Generator().manual_seed(draw(st.integers(0, 9999)))
-        ob = (torch.randperm(n * a * h * w, generator=g).double() / max(n * a * h * w, 1) * 8 - 4)
-        ob = ob.reshape(n, a, h, w)
-        if nonfinite and ob.numel():
-            ob.view(-1)[draw(st.integers(0, ob.numel() - 1))] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+        ob = torch.empty(n, a, h, w, dtype=torch.float64)
         de = tensor(draw, (n, 4 * a, h, w), -1.5, 1.5, nonfinite)
         if draw(st.booleans()):
             de.view(-1)[::7] = draw(st.sampled_from([40.0, -40.0, 1e6]))
-        obj.append(ob.to(dtype))
+        obj.append(ob)
         deltas.append(de.to(dtype))
         cells.append(ref.cell_anchors([draw(st.sampled_from([4, 8, 16, 64]))], [0.5, 1.0, 2.0][:a],
                                       dtype=dtype))
         grids.append((h, w))
         strides.append((PAD_H // max(h, 1), PAD_W // max(w, 1)))
+    # Distinct logits over all levels (one permutation): with ties, which tied candidates are
+    # kept is left open (found by the fuzzer: a tie across two levels).
+    total = sum(o.numel() for o in obj)
+    g = torch.Generator().manual_seed(draw(st.integers(0, 9999)))
+    perm = torch.randperm(total, generator=g).double() / max(total, 1) * 8 - 4
+    off = 0
+    for lvl, o in enumerate(obj):
+        o = perm[off:off + o.numel()].reshape(o.shape)
+        off += o.numel()
+        if nonfinite and o.numel():
+            o.view(-1)[draw(st.integers(0, o.numel() - 1))] = draw(
+                st.sampled_from([math.nan, math.inf, -math.inf]))
+        obj[lvl] = o.to(dtype)
     sizes = torch.tensor([(draw(st.integers(0, PAD_H)), draw(st.integers(0, PAD_W)))
                           for _ in range(n)], dtype=torch.int64).reshape(n, 2)
     params = dict(pre_nms_top_n=draw(st.integers(0, 40)), post_nms_top_n=draw(st.integers(0, 30)),
