@@ -144,3 +144,17 @@ def test_roi_align_adaptive_grid_follows_the_input_dtype(device):
     out = roi_align(x, rois, 1, 1.0, -1, False).cpu()
     assert torch.equal(out, torchvision.ops.roi_align(x.cpu(), rois.cpu(), 1, 1.0, -1, False))
     assert torch.equal(out, ref.roi_align(x.cpu(), rois.cpu(), 1, 1.0, -1, False))
+
+
+def test_roi_align_inverted_roi_aligned_adaptive(device):
+    # Found: torchvision's CPU roi_align raises ("cannot create std::vector larger than
+    # max_size()": a negative adaptive grid) for an inverted ROI with aligned=True; ours gives
+    # zeros (no samples, as torchvision's CUDA kernel does), like the reference. The fuzz test
+    # now leaves such ROIs out of the torchvision comparison.
+    from maskrcnn_fast.ops import roi_align
+    x = torch.rand(1, 1, 1, 1, device=device, requires_grad=True)
+    rois = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]], device=device)
+    out = roi_align(x, rois, 1, 1.0, -1, True)
+    assert out.tolist() == [[[[0.0]]]]
+    assert torch.equal(out.detach().cpu(), ref.roi_align(x.detach().cpu(), rois.cpu(), 1, 1.0, -1, True))
+    assert torch.autograd.grad(out, x, torch.ones_like(out))[0].tolist() == [[[[0.0]]]]
