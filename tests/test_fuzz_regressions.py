@@ -158,3 +158,19 @@ def test_roi_align_inverted_roi_aligned_adaptive(device):
     assert out.tolist() == [[[[0.0]]]]
     assert torch.equal(out.detach().cpu(), ref.roi_align(x.detach().cpu(), rois.cpu(), 1, 1.0, -1, True))
     assert torch.autograd.grad(out, x, torch.ones_like(out))[0].tolist() == [[[[0.0]]]]
+
+
+def test_multilevel_backward_tiny_roi_follows_the_dtype(device):
+    # Found: the float32 multilevel_roi_align gradient differed from the float64 reference's for
+    # a ROI 3e-12 px high with aligned=True: in float32 the -0.5 shift absorbs the height (no
+    # sample, zero gradient), in float64 it does not. Not a kernel bug; the fuzz test now
+    # compares float32 forward and backward with the reference evaluated in float32.
+    from maskrcnn_fast.ops import multilevel_roi_align
+    feats = [torch.rand(1, 1, 2, 2, device=device, requires_grad=True)]
+    rois = torch.tensor([[0.0, 0.0, 0.0, 1.0, 3.1773e-12]], device=device)
+    out = multilevel_roi_align(feats, rois, 1, [0.5], -1, True)
+    fr = [feats[0].detach().cpu().clone().requires_grad_(True)]
+    want = ref.multilevel_roi_align(fr, rois.cpu(), 1, [0.5], -1, True)
+    assert torch.equal(out.detach().cpu(), want.detach())
+    g = torch.autograd.grad(out, feats, torch.ones_like(out))[0].cpu()
+    assert torch.equal(g, torch.autograd.grad(want, fr, torch.ones_like(want))[0])

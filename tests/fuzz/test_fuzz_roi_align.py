@@ -220,11 +220,12 @@ def test_fuzz_multilevel_roi_align(data):
         if out.numel():
             grad = torch.rand(out.shape, generator=g, dtype=torch.float64).to(dtype)
             ours = torch.autograd.grad(out, feats_dev, grad.to(device), allow_unused=True)
-            fr = [f.detach().double().requires_grad_(True) for f in feats]
-            want_g = torch.autograd.grad(ref.multilevel_roi_align(fr, rois.double(), *args), fr,
-                                         grad.double(), allow_unused=True)
+            # In the features' dtype, as the forward (a float32 ROI side can round to 0).
+            fr = [f.detach().clone().requires_grad_(True) for f in feats]
+            want_g = torch.autograd.grad(ref.multilevel_roi_align(fr, rois.clone(), *args), fr,
+                                         grad, allow_unused=True)
             for a, e, f in zip(ours, want_g, fr):
-                e = torch.zeros_like(f) if e is None else e
+                e = (torch.zeros_like(f) if e is None else e).double()
                 if a is None:
                     assert bool((e == 0).all())
                     continue
