@@ -10,7 +10,7 @@ endif
 BENCH_OUT ?= benchmarks/out
 DIST ?= dist
 
-.PHONY: all build test bench clean wheel sdist
+.PHONY: all build test bench fuzz clean wheel sdist
 
 all: test
 
@@ -27,6 +27,14 @@ build: $(VENV)/.installed
 
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# Differential fuzzing (tests/fuzz, hypothesis): FUZZ_EXAMPLES examples per test, random seeds;
+# prints examples run and failures per test, and writes $(BENCH_OUT)/fuzz.json.
+FUZZ_EXAMPLES ?= 1000
+fuzz: build
+	mkdir -p $(BENCH_OUT)
+	MF_FUZZ_PROFILE=fuzz MF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:cacheprovider \
+		--fuzz-json=$(BENCH_OUT)/fuzz.json $(PYTEST_ARGS)
 
 bench: build
 	mkdir -p $(BENCH_OUT)
