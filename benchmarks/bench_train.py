@@ -8,7 +8,12 @@ download; every impl runs the same state_dict. ``fused`` and ``torch`` are maskr
 on our kernels / our pure-PyTorch ops, ``torchvision`` is torchvision's MaskRCNN on the same
 backbone configuration. The images and targets are two SyntheticShapes images (4-8 objects
 each, exact masks). The samplers draw the same anchors and proposals for every impl (seeded
-before each iteration). ``extra_info`` records images/s.
+before each iteration). ``extra_info`` records images/s and the losses.
+
+``train[bs2]`` runs our model as the builder makes it (frozen batch norms folded into the
+convolutions in training, NCHW). ``train_channels_last[bs2]`` also sets
+``model.backbone.channels_last = True`` (oneDNN's convolutions run faster on channels_last
+activations; off by default because it changes rounding), against torchvision's model as it is.
 
 CUDA only: the same iteration under fp32 and autocast fp16 (``train_cuda[...]``).
 """
@@ -46,7 +51,7 @@ def batch():
     return list(images), [{k: v for k, v in t.items() if k in ("boxes", "labels", "masks")} for t in targets]
 
 
-def _model(impl, state, device):
+def _model(impl, state, device, channels_last=False):
     if impl == "torchvision":
         model = _torchvision_model()
     else:
@@ -55,6 +60,8 @@ def _model(impl, state, device):
             k[len("backbone.body."):]: v for k, v in state.items() if k.startswith("backbone.body.")
         } | {"fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)})
     model.load_state_dict(state)
+    if channels_last and impl != "torchvision":
+        model.backbone.channels_last = True
     return model.train().to(device)
 
 
@@ -66,9 +73,21 @@ def _iteration(model, images, targets, device, amp=False):
             losses = model(images, targets)
         sum(losses.values()).backward()
         _sync(device)
-        return {k: float(v) for k, v in losses.items()}
+        return {k: float(v.detach()) for k, v in losses.items()}
 
     return fn
+
+
+def _bench(benchmark, device, state, batch, impl, channels_last):
+    images, targets = batch
+    model = _model(impl, state, device, channels_last)
+    benchmark.group = f"train{'_channels_last' if channels_last else ''}[bs{BS}]"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["device"] = str(device)
+    losses = benchmark.pedantic(_iteration(model, images, targets, device), rounds=ROUNDS, iterations=1,
+                                warmup_rounds=1)
+    benchmark.extra_info["losses"] = losses
+    benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median
 
 
 # impl varies fastest: the three impls run back to back, under the same machine load
@@ -76,15 +95,14 @@ def _iteration(model, images, targets, device, amp=False):
 def bench_train(benchmark, device, state, batch, impl):
     if str(device).startswith("cuda"):
         pytest.skip("the CUDA iteration is bench_train_cuda")
-    images, targets = batch
-    model = _model(impl, state, device)
-    benchmark.group = f"train[bs{BS}]"
-    benchmark.extra_info["impl"] = impl
-    benchmark.extra_info["device"] = str(device)
-    losses = benchmark.pedantic(_iteration(model, images, targets, device), rounds=ROUNDS, iterations=1,
-                                warmup_rounds=1)
-    benchmark.extra_info["losses"] = losses
-    benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median
+    _bench(benchmark, device, state, batch, impl, channels_last=False)
+
+
+@pytest.mark.parametrize("impl", ["fused", "torchvision"])
+def bench_train_channels_last(benchmark, device, state, batch, impl):
+    if str(device).startswith("cuda"):
+        pytest.skip("the CUDA iteration is bench_train_cuda")
+    _bench(benchmark, device, state, batch, impl, channels_last=True)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
