@@ -208,13 +208,13 @@ MAX_TV_SAMPLES = 200_000  # per call: torchvision's adaptive grid is unbounded
 MAX_OUR_SAMPLES = 2_000_000  # our roi_align on the float copy (the grid capped at 1024)
 
 
-def _samples(b, m):
+def _samples(b, m, cap=1024):
     """Float64[K]: bilinear samples roi_align takes for each box (aligned=False, adaptive grid
-    capped at 1024 as ours is; inf for non-finite boxes)."""
+    capped at ``cap`` per side, as ours is at 1024; inf for non-finite boxes)."""
     w = (b[:, 2] - b[:, 0]).clamp(min=1.0)
     h = (b[:, 3] - b[:, 1]).clamp(min=1.0)
     gh, gw = torch.ceil(h / m), torch.ceil(w / m)
-    n = gh.clamp(max=1024) * gw.clamp(max=1024) * m * m
+    n = gh.clamp(max=cap) * gw.clamp(max=cap) * m * m
     return torch.where(torch.isfinite(b).all(1) & torch.isfinite(gh * gw), n, torch.full_like(n, math.inf))
 
 
@@ -295,7 +295,7 @@ def test_fuzz_mask_targets(problem, device, data):
     ours_ok = samples.cumsum(0).nan_to_num(math.inf) <= MAX_OUR_SAMPLES
     ours_ok |= ~finite
     # torchvision's semantics (float32/float64, finite boxes, small grids)
-    tv_ok = finite & (samples.cumsum(0) <= MAX_TV_SAMPLES)
+    tv_ok = finite & (_samples(all_boxes.double(), m, math.inf).cumsum(0) <= MAX_TV_SAMPLES)
     for i, mk in enumerate(masks):
         rows = (image == i)
         if not bool(rows.any()):
