@@ -110,7 +110,18 @@ def _match_problem(draw):
     kw = dict(lo=0.0, hi=6.0, extreme=False) if grid else dict(lo=-8.0, hi=72.0, extreme=draw(st.booleans()))
     gt = draw(boxes(n * g, nonfinite=nonfinite, **kw)).reshape(n, g, 4)
     shared = draw(st.booleans())
-    bx = draw(boxes(t if shared else n * t, nonfinite=nonfinite, **kw))
+    if draw(st.integers(0, 7)) == 0:
+        # across the CPU kernel's tiles of 256 boxes: seeded grid boxes, a few adversarial rows
+        t = draw(st.sampled_from([255, 256, 257, 300, 513]))
+        gen = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+        xy = torch.randint(0, 7, (t if shared else n * t, 2), generator=gen).double()
+        bx = torch.cat([xy, xy + torch.randint(0, 4, xy.shape, generator=gen).double()], 1)
+        rows = draw(boxes(draw(st.integers(0, 4)), nonfinite=nonfinite, **kw))
+        if len(bx):
+            at = torch.randint(0, len(bx), (len(rows),), generator=gen)
+            bx[at] = rows
+    else:
+        bx = draw(boxes(t if shared else n * t, nonfinite=nonfinite, **kw))
     bx = bx.reshape(t, 4) if shared else bx.reshape(n, t, 4)
     if g and t and draw(st.booleans()):  # copies of ground truths (IoU 1) and of boxes (ties)
         for _ in range(draw(st.integers(1, 4))):
@@ -129,10 +140,20 @@ def _match_problem(draw):
         box_counts = torch.tensor(draw(st.lists(st.integers(0, t), min_size=n, max_size=n)), dtype=torch.int64)
     th = sorted([draw(st.one_of(st.sampled_from(THRESHOLDS), st.floats(0, 1))) for _ in range(2)])
     low, high = th
+    gt, bx = gt.to(dtype), bx.to(dtype)
+    if n and g and t and draw(st.booleans()):
+        # a threshold equal to (or next to) an IoU that occurs: the comparison's dtype matters
+        iou = torchvision.ops.box_iou(gt[0], bx if shared else bx[0]).flatten()
+        v = float(iou[draw(st.integers(0, len(iou) - 1))])
+        if math.isfinite(v):
+            v = draw(st.sampled_from([v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf),
+                                      float(torch.tensor(v).float().double() + 1e-9)]))
+            th = sorted([v, draw(st.sampled_from([v, *THRESHOLDS]))])
+            low, high = th
     if draw(st.integers(0, 4)) == 0:
         low = high
     allow = draw(st.booleans())
-    return gt.to(dtype), gt_counts, bx.to(dtype), box_counts, high, low, allow
+    return gt, gt_counts, bx, box_counts, high, low, allow
 
 
 @given(problem=_match_problem(), device=devices, data=st.data())
