@@ -81,6 +81,28 @@ def test_fuzz_box_iou(data):
     assert not bool(bad.any()), (got[bad][:4].tolist(), want[bad][:4].tolist())
 
 
+@given(data=st.data())
+def test_fuzz_box_iou_integer_and_mixed(data):
+    """Integer boxes: exact in float64, returned in the default dtype (torchvision's true
+    division; equal to it while areas stay below 2**24). Mixed dtypes: promoted first."""
+    draw = data.draw
+    device = draw(devices)
+    a = draw(boxes(draw(st.integers(0, 5)), lo=-20.0, hi=60.0, extreme=False)).round()
+    b = draw(boxes(draw(st.integers(0, 5)), lo=-20.0, hi=60.0, extreme=False)).round()
+    ta, tb = draw(st.sampled_from([torch.int64, torch.int32, torch.int16, torch.float32])), \
+        draw(st.sampled_from([torch.int64, torch.int32, torch.int16, *FLOATS]))
+    a, b = a.to(ta), b.to(tb)
+    got = ops.box_iou(a.to(device), b.to(device)).cpu()
+    if a.is_floating_point() or b.is_floating_point():
+        dtype = torch.promote_types(ta, tb)
+        _same(got, ops.box_iou(a.to(dtype), b.to(dtype)))
+        _same(got, ref.box_iou(a, b))
+    else:
+        assert got.dtype == torch.get_default_dtype()
+        _same(got, torchvision.ops.box_iou(a, b))
+        _same(got, ref.box_iou(a, b))
+
+
 # ---- match_boxes ------------------------------------------------------------------------------
 
 THRESHOLDS = [0.0, 0.3, 0.5, 0.7, 1.0, 0.4, float(torch.tensor(0.7, dtype=torch.float32)), 1e-8,
