@@ -174,3 +174,27 @@ def test_multilevel_backward_tiny_roi_follows_the_dtype(device):
     assert torch.equal(out.detach().cpu(), want.detach())
     g = torch.autograd.grad(out, feats, torch.ones_like(out))[0].cpu()
     assert torch.equal(g, torch.autograd.grad(want, fr, torch.ones_like(want))[0])
+
+
+def test_mask_targets_huge_box_grid_is_capped(device):
+    # Found (oracle side): a finite box 1e6 pixels tall at M = 1 made the fuzz oracle run
+    # torchvision's roi_align with 1e6 samples per bin (torchvision's adaptive grid is
+    # unbounded; 1e30 tall raised "cannot create std::vector larger than max_size()"). Not a
+    # kernel bug: mask_targets is documented bitwise our roi_align on the float copy, whose grid
+    # is capped at 1024 per side, so such boxes sample differently from torchvision (here the
+    # one sample inside the 1 x 1 mask: torchvision 1 / 1e6, ours none of its 1024). The fuzz
+    # oracle compares with torchvision only where its uncapped grid is small.
+    from torchvision.ops import roi_align as tv_roi_align
+
+    from maskrcnn_fast.ops import mask_targets
+
+    masks = [torch.ones(1, 1, 1, dtype=torch.uint8, device=device)]
+    box = torch.tensor([[0.0, 0.0, 0.0, 1e6]], device=device)
+    idx = torch.zeros(1, dtype=torch.int64, device=device)
+    out = mask_targets(masks, [box], [idx], 1)
+    rois = torch.cat([idx[:, None].float(), box], 1)
+    ours = torch.ops.maskrcnn_fast.roi_align(masks[0][:, None].float(), rois, 1.0, 1, 1, -1, False)[:, 0]
+    assert torch.equal(out, ours) and out.item() == 0
+    assert torch.equal(ref.mask_targets(masks, [box], [idx], 1), out)
+    tv = tv_roi_align(masks[0][:, None].float().cpu(), rois.cpu(), (1, 1), 1.0, -1, False)
+    assert tv.item() == torch.tensor(1e-6).item()

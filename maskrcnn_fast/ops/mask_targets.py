@@ -48,6 +48,10 @@ def mask_targets(
         Tensor[K, M, M] in boxes' dtype: the targets of the boxes of image 0, then image 1, ...
         (or in the order of the rows of ``boxes``). No gradient.
 
+    As in our roi_align, the adaptive sampling grid is capped at 1024 samples per side
+    (torchvision's is unbounded): a box over 1024 * M pixels tall or wide samples more coarsely
+    than torchvision.
+
     A box with a NaN or infinite coordinate gives zeros. An index out of range raises
     (``image_index`` / ``matched_index``) on the CPU; on CUDA, where checking would need a
     device sync, that box gets zeros.
