@@ -35,7 +35,8 @@ bench: build
 
 # The demo: a ResNet-18-FPN Mask R-CNN trained from scratch on synthetic shapes (no download),
 # about 5 minutes on 2 CPU cores; evaluated on 200 held-out images (fails below mask AP50 0.7),
-# then predictions drawn on held-out images in $(DEMO_DIR)/predictions.
+# then predictions drawn on held-out images in $(DEMO_DIR)/predictions (256 px, so the labels
+# are legible; the model resizes its inputs to 128 px).
 # One thread: these small convolutions gain little from more, and idle threads spin on a busy machine.
 DEMO_DIR ?= runs/demo
 DEMO_THREADS ?= 1
@@ -54,7 +55,7 @@ DEMO_TRAIN := --dataset synthetic --num-images 4000 --image-size 128 --data-seed
 demo: build
 	$(PY) -m maskrcnn_fast train $(DEMO_MODEL) $(DEMO_TRAIN) --threads $(DEMO_THREADS) \
 		--device $(DEMO_DEVICE) --output-dir $(DEMO_DIR)
-	$(PY) -m maskrcnn_fast.data --out $(DEMO_DIR)/images --num 4 --seed 1000 --image-size 128
+	$(PY) -m maskrcnn_fast.data --out $(DEMO_DIR)/images --num 4 --seed 1000 --image-size 256
 	$(PY) -m maskrcnn_fast predict $(DEMO_DIR)/images --checkpoint $(DEMO_DIR)/checkpoint.pt \
 		--output-dir $(DEMO_DIR)/predictions --threads $(DEMO_THREADS) --device $(DEMO_DEVICE)
 
