@@ -1,6 +1,7 @@
 """``maskrcnn-fast`` / ``python -m maskrcnn_fast``: train, eval, predict, bench.
 
     maskrcnn-fast train --dataset synthetic --depth 18 --iterations 300 --output-dir runs/demo
+    maskrcnn-fast train ... --optimizer adamw --lr-schedule cosine --fpn-channels 64 --threads 1  # make demo
     torchrun --nproc_per_node=8 -m maskrcnn_fast train --dataset coco --data-path train2017 \\
         --ann-file annotations/instances_train2017.json --epochs 26 --batch-size 2 --amp
     maskrcnn-fast eval --checkpoint runs/demo/checkpoint.pt --dataset synthetic
