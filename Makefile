@@ -1,4 +1,5 @@
 # make test | make bench | make demo | make build: each creates .venv and builds the extension first.
+# make wheel | make sdist: distributions in dist/ (README: "Build a wheel").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,8 +8,9 @@ ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
 endif
 BENCH_OUT ?= benchmarks/out
+DIST ?= dist
 
-.PHONY: all build test bench demo clean
+.PHONY: all build test bench demo fuzz clean wheel sdist
 
 all: test
 
@@ -25,6 +27,14 @@ build: $(VENV)/.installed
 
 test: build
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+# Differential fuzzing (tests/fuzz, hypothesis): FUZZ_EXAMPLES examples per test, random seeds;
+# prints examples run and failures per test, and writes $(BENCH_OUT)/fuzz.json.
+FUZZ_EXAMPLES ?= 1000
+fuzz: build
+	mkdir -p $(BENCH_OUT)
+	MF_FUZZ_PROFILE=fuzz MF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:cacheprovider \
+		--fuzz-json=$(BENCH_OUT)/fuzz.json $(PYTEST_ARGS)
 
 bench: build
 	mkdir -p $(BENCH_OUT)
@@ -59,5 +69,15 @@ demo: build
 	$(PY) -m maskrcnn_fast predict $(DEMO_DIR)/images --checkpoint $(DEMO_DIR)/checkpoint.pt \
 		--output-dir $(DEMO_DIR)/predictions --threads $(DEMO_THREADS) --device $(DEMO_DEVICE)
 
+# For other machines: CUDA kernels for TORCH_CUDA_ARCH_LIST, default every architecture from 7.5
+# up that this nvcc and this torch support, plus PTX of the newest; MASKRCNN_FAST_CUDA=0: CPU
+# only. The wheel requires the venv's torch release. Objects in build/wheel, apart from make build's.
+wheel: $(VENV)/.installed
+	$(PY) -m build --wheel --no-isolation --outdir $(DIST)
+
+# Sources only; it builds on install with `pip install --no-build-isolation`.
+sdist: $(VENV)/.installed
+	$(PY) -m build --sdist --no-isolation --outdir $(DIST)
+
 clean:
-	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT)
+	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT) $(DIST) *.egg-info

@@ -122,6 +122,16 @@ TORCH_LIBRARY(maskrcnn_fast, m) {
   //
   //
   // ---- section: box_iou, match_boxes -----------------------------------------------
+  // IoU of boxes1 [M, 4] against boxes2 [N, 4] (x1, y1, x2, y2) -> [M, N], torchvision's
+  // box_iou; float for half/bfloat16 boxes (torchvision upcasts them).
+  m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+  // torchvision's Matcher(high, low, allow_low_quality_matches)(box_iou(gt_i, boxes_i)) for
+  // every image at once, the IoU matrix never stored. gt_boxes [N, G, 4] padded, gt_counts [N]
+  // (int64) valid rows each; boxes [N, T, 4], or [T, 4] shared by every image; box_counts [N]
+  // (int64, None: all T) valid rows each. Returns int64 [N, T]: the matched gt index, -1 below
+  // low_threshold (also padding rows and images without gt), -2 between the thresholds.
+  m.def("match_boxes(Tensor gt_boxes, Tensor gt_counts, Tensor boxes, Tensor? box_counts, "
+        "float high_threshold, float low_threshold, bool allow_low_quality_matches) -> Tensor");
 
   // ---- end section: box_iou, match_boxes -------------------------------------------
   //

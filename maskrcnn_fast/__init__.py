@@ -2,18 +2,32 @@
 
 The ops live in :mod:`maskrcnn_fast.ops` (torch.ops.maskrcnn_fast underneath).
 """
+import warnings
+
 import torch
 
 __all__ = ["build_info", "ops", "__version__"]
 
-from . import _C  # noqa: F401  registers torch.ops.maskrcnn_fast
+from . import _extension
+
+_cfg = _extension.build_config()
+# _C registers torch.ops.maskrcnn_fast; beside another torch release this raises ImportError.
+_extension_error = _extension.load(_cfg)
+if _extension_error is not None:
+    from . import _fallback
+
+    _fallback.register()
+    warnings.warn(
+        f"maskrcnn_fast: the compiled extension is not loaded ({_extension_error}); every op "
+        f"runs on its pure-PyTorch reference implementation (same results, much slower). "
+        f"Rebuild it with `make build` or `pip install --no-build-isolation <source>`; "
+        f"maskrcnn_fast.build_info() says what is loaded.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
 from . import ops  # noqa: E402
 from . import models  # noqa: E402,F401  Mask R-CNN builders
-
-try:
-    from . import _build_config as _cfg
-except ImportError:  # a source tree that was never built
-    _cfg = None
 
 __version__ = _cfg.version if _cfg is not None else "0.0.0+unknown"
 
@@ -23,15 +37,20 @@ def build_info():
 
     Returns a dict: ``version``, ``torch`` (the torch it was built against), ``torch_runtime``
     (the torch imported now), ``cuda`` (CUDA version built against, or None), ``cuda_arch_list``
-    (architectures of the CUDA kernels), ``cuda_kernels`` (True when CUDA kernels are in).
+    (architectures of the CUDA kernels), ``cuda_kernels`` (True when CUDA kernels are loaded),
+    ``extension`` (True when the compiled extension is loaded; False: every op runs on the
+    pure-PyTorch reference) and ``extension_error`` (why it is not loaded, else None).
     """
+    loaded = _extension_error is None
     return {
         "version": __version__,
         "torch": _cfg.torch_version if _cfg else None,
-        "torch_runtime": torch.__version__,
+        "torch_runtime": str(torch.__version__),
         "cuda": _cfg.cuda_version if _cfg else None,
         "cuda_arch_list": list(_cfg.cuda_arch_list) if _cfg else [],
-        "cuda_kernels": bool(_cfg.with_cuda) if _cfg else False,
+        "cuda_kernels": bool(loaded and _cfg and _cfg.with_cuda),
+        "extension": loaded,
+        "extension_error": _extension_error,
     }
 
 from .cuda_graph import capture as capture_cuda_graph  # noqa: E402

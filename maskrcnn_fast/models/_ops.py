@@ -23,6 +23,10 @@ choice. Members:
 - ``mask_targets(gt_masks list of [G_i, H_i, W_i] uint8, proposals list of [K_i, 4],
   matched_idxs list of [K_i], M) -> Tensor[sum K_i, M, M]``: torchvision's
   ``project_masks_on_boxes`` of every image, concatenated.
+- ``box_iou(boxes1 [M, 4], boxes2 [N, 4]) -> Tensor[M, N]``: torchvision's box_iou.
+- ``match_boxes(gt_boxes [N, G, 4], gt_counts [N], boxes [N, T, 4] or [T, 4], box_counts [N] or
+  None, high_threshold, low_threshold, allow_low_quality_matches) -> int64 Tensor[N, T]``:
+  torchvision's Matcher on box_iou for all images at once (training targets).
 """
 import math
 from types import SimpleNamespace
@@ -44,6 +48,8 @@ OP_NAMES = (
     "detection_postprocess",
     "paste_masks",
     "mask_targets",
+    "box_iou",
+    "match_boxes",
 )
 
 
@@ -88,6 +94,8 @@ def _fused() -> OpSet:
         detection_postprocess=ops.detection_postprocess,
         paste_masks=ops.paste_masks,
         mask_targets=ops.mask_targets,
+        box_iou=ops.box_iou,
+        match_boxes=ops.match_boxes,
     )
 
 
@@ -167,6 +175,8 @@ def _torch() -> OpSet:
         detection_postprocess=ref.detection_postprocess,
         paste_masks=ref.paste_masks,
         mask_targets=ref.mask_targets,
+        box_iou=ref.box_iou,
+        match_boxes=ref.match_boxes,
     )
 
 

@@ -174,6 +174,7 @@ class MaskRCNN(nn.Module):
             dict(training=rpn_post_nms_top_n_train, testing=rpn_post_nms_top_n_test),
             rpn_nms_thresh,
             rpn_score_thresh,
+            match_boxes=op.match_boxes,
         )
 
         levels = ["0", "1", "2", "3"]
@@ -206,6 +207,7 @@ class MaskRCNN(nn.Module):
             mask_roi_pool,
             mask_head,
             mask_predictor,
+            match_boxes=op.match_boxes,
         )
 
         self.transform = ImageTransform(

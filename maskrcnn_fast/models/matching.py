@@ -1,30 +1,28 @@
-"""Training-target helpers shared by the RPN and the box head: IoU, matcher, sampler.
+"""Training-target helpers shared by the RPN and the box head: padding, matcher, sampler.
 
-Same results as torchvision's ``box_iou``, ``Matcher`` and ``BalancedPositiveNegativeSampler``;
-the sampler draws with ``torch.randperm`` in the same order (per image: positives, then
-negatives), so seeded runs sample the same anchors and proposals.
+The matching itself is one ``match_boxes`` call (an OpSet member) for all images; ``Matcher``
+keeps the thresholds (and torchvision's per-image call on an IoU matrix). Same results as
+torchvision's ``Matcher`` and ``BalancedPositiveNegativeSampler``; the sampler draws with
+``torch.randperm`` in the same order (per image: positives, then negatives), so seeded runs
+sample the same anchors and proposals.
 """
 from typing import List, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["box_iou", "Matcher", "BalancedPositiveNegativeSampler"]
+__all__ = ["pad_rows", "Matcher", "BalancedPositiveNegativeSampler"]
 
 
-def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """boxes1 (Tensor[M, 4]), boxes2 (Tensor[N, 4]) x1, y1, x2, y2 -> IoU Tensor[M, N]."""
-    if not boxes1.is_floating_point():
-        boxes1 = boxes1.float()
-    if not boxes2.is_floating_point():
-        boxes2 = boxes2.float()
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    return inter / (area1[:, None] + area2[None, :] - inter)
+def pad_rows(rows: List[Tensor], min_rows: int = 1) -> Tuple[Tensor, Tensor]:
+    """Per-image tensors (list of Tensor[K_i, ...], one dtype) -> zero-padded Tensor[N, K, ...]
+    with K = max(K_i, min_rows), and the counts K_i as int64 Tensor[N] on their device."""
+    k = max([r.shape[0] for r in rows] + [min_rows])
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    if padded.shape[1] < k:
+        padded = torch.cat([padded, padded.new_zeros((padded.shape[0], k - padded.shape[1]) + padded.shape[2:])], 1)
+    counts = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64, device=padded.device)
+    return padded, counts
 
 
 class Matcher:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matching import BalancedPositiveNegativeSampler, Matcher, box_iou
+from .matching import BalancedPositiveNegativeSampler, Matcher, pad_rows
 
 __all__ = [
     "TwoMLPHead",
@@ -140,7 +140,7 @@ class RoIHeads(nn.Module):
 
     box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes the training
     targets, its ``weights`` and ``bbox_xform_clip`` decode the deltas; detection_postprocess,
-    mask_targets: callables (maskrcnn_fast.ops' signatures).
+    mask_targets, match_boxes: callables (maskrcnn_fast.ops' signatures; match_boxes None: that op).
 
     forward(features dict, proposals Tensor[N, P, 4] padded, proposal_counts Tensor[N],
     image_shapes, targets) ->
@@ -166,8 +166,12 @@ class RoIHeads(nn.Module):
         mask_roi_pool: Optional[nn.Module] = None,
         mask_head: Optional[nn.Module] = None,
         mask_predictor: Optional[nn.Module] = None,
+        match_boxes: Optional[Callable] = None,
     ):
         super().__init__()
+        if match_boxes is None:
+            from ..ops import match_boxes
+        self.match_boxes = match_boxes
         self.box_roi_pool = box_roi_pool
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -189,43 +193,54 @@ class RoIHeads(nn.Module):
     # ---- training targets ---------------------------------------------------------------------
 
     def assign_targets_to_proposals(
-        self, proposals: List[Tensor], gt_boxes: List[Tensor], gt_labels: List[Tensor]
-    ) -> Tuple[List[Tensor], List[Tensor]]:
-        """-> per image the matched ground-truth index (clamped to >= 0) and the label of each
-        proposal (its ground truth's class, 0 background, -1 ignored)."""
-        matched, labels = [], []
-        for props, gt, gl in zip(proposals, gt_boxes, gt_labels):
-            if gt.numel() == 0:
-                matched.append(torch.zeros(props.shape[0], dtype=torch.int64, device=props.device))
-                labels.append(torch.zeros(props.shape[0], dtype=torch.int64, device=props.device))
-                continue
-            m = self.proposal_matcher(box_iou(gt, props))
-            clamped = m.clamp(min=0)
-            lab = gl[clamped].to(torch.int64)
-            lab[m == Matcher.BELOW_LOW_THRESHOLD] = 0
-            lab[m == Matcher.BETWEEN_THRESHOLDS] = -1
-            matched.append(clamped)
-            labels.append(lab)
-        return matched, labels
+        self, boxes: Tensor, valid: Tensor, gt_boxes: Tensor, gt_counts: Tensor, gt_labels: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """boxes (Tensor[N, B, 4]) with valid (bool Tensor[N, B]) rows, gt_boxes (Tensor[N, G, 4])
+        padded with zeros, gt_counts (Tensor[N]), gt_labels (int64 Tensor[N, G]) -> the matched
+        ground-truth index (clamped to >= 0) and the label of each box (its ground truth's class,
+        0 background, -1 ignored: also the invalid rows), Tensor[N, B] each, for all images at once.
 
-    def select_training_samples(self, proposals: List[Tensor], targets: List[Dict[str, Tensor]]):
-        """Adds the ground-truth boxes to the proposals, matches and samples them.
+        The invalid rows are zero boxes (padding): their IoU with any real ground truth is 0,
+        never above a valid box's, so even low-quality matching gives the valid rows the result
+        of matching them alone."""
+        m = self.match_boxes(
+            gt_boxes, gt_counts, boxes, None, self.proposal_matcher.high_threshold,
+            self.proposal_matcher.low_threshold, self.proposal_matcher.allow_low_quality_matches,
+        )
+        clamped = m.clamp(min=0)
+        labels = gt_labels.gather(1, clamped).to(torch.int64)
+        labels = labels.masked_fill_(m == Matcher.BELOW_LOW_THRESHOLD, 0)
+        labels = labels.masked_fill_((m == Matcher.BETWEEN_THRESHOLDS) | ~valid, -1)
+        return clamped, labels
 
-        -> sampled proposals, their matched ground-truth indices, labels and regression targets
-        (lists per image)."""
-        dtype, device = proposals[0].dtype, proposals[0].device
-        gt_boxes = [t["boxes"].to(dtype) for t in targets]
-        gt_labels = [t["labels"] for t in targets]
-        proposals = [torch.cat((p, g)) for p, g in zip(proposals, gt_boxes)]
-        matched, labels = self.assign_targets_to_proposals(proposals, gt_boxes, gt_labels)
-        pos, neg = self.fg_bg_sampler(labels)
-        regression_targets = []
-        for i in range(len(proposals)):
-            keep = torch.where(pos[i] | neg[i])[0]
-            proposals[i], labels[i], matched[i] = proposals[i][keep], labels[i][keep], matched[i][keep]
-            gt = gt_boxes[i] if gt_boxes[i].numel() else torch.zeros((1, 4), dtype=dtype, device=device)
-            regression_targets.append(self.box_coder.encode_single(gt[matched[i]], proposals[i]))
-        return proposals, matched, labels, regression_targets
+    def select_training_samples(
+        self, proposals: Tensor, proposal_counts: Tensor, targets: List[Dict[str, Tensor]]
+    ) -> Tuple[List[Tensor], List[Tensor], List[Tensor], List[Tensor]]:
+        """Adds the ground-truth boxes to the proposals, matches and samples them, as torchvision.
+
+        proposals (Tensor[N, P, 4], the first proposal_counts[i] valid, zero-padded) -> per
+        image: sampled proposals Tensor[S_i, 4], their matched ground-truth indices, labels and
+        regression targets. The boxes of image i are laid out as [N, P + G, 4] = proposals then
+        the padded ground truths, so the valid rows keep torchvision's order (proposals, then
+        ground truths); one match_boxes and one encode for all images."""
+        dtype = proposals.dtype
+        gt, gt_counts = pad_rows([t["boxes"].to(dtype) for t in targets])  # [N, G >= 1, 4]
+        gt_labels, _ = pad_rows([t["labels"] for t in targets])
+        n, p, g = proposals.shape[0], proposals.shape[1], gt.shape[1]
+        rows = torch.arange(p + g, device=proposals.device)
+        valid = torch.where(rows < p, rows < proposal_counts[:, None], rows - p < gt_counts[:, None])
+        # padding rows zeroed whatever the caller left there (see assign_targets_to_proposals)
+        boxes = torch.cat([proposals, gt], 1).masked_fill_(~valid[..., None], 0)
+        matched, labels = self.assign_targets_to_proposals(boxes, valid, gt, gt_counts, gt_labels)
+        pos, neg = self.fg_bg_sampler(list(labels.unbind(0)))
+        keep = torch.where((torch.stack(pos) | torch.stack(neg)).reshape(-1))[0]
+        sizes = torch.bincount(keep // (p + g), minlength=n).tolist()
+        boxes = boxes.reshape(-1, 4)[keep]
+        matched, labels = matched.reshape(-1)[keep], labels.reshape(-1)[keep]
+        # images without ground truth match their zero padding row, as torchvision's zeros((1, 4))
+        targets_ = self.box_coder.encode_single(gt.reshape(-1, 4)[keep // (p + g) * g + matched], boxes)
+        return (list(boxes.split(sizes)), list(matched.split(sizes)), list(labels.split(sizes)),
+                list(targets_.split(sizes)))
 
     # ---- inference ----------------------------------------------------------------------------
 
@@ -319,8 +334,9 @@ class RoIHeads(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            kept = [p[:k] for p, k in zip(proposals, proposal_counts.tolist())]
-            proposals, matched, labels, regression_targets = self.select_training_samples(kept, targets)
+            proposals, matched, labels, regression_targets = self.select_training_samples(
+                proposals, proposal_counts, targets
+            )
             box_features = self.box_roi_pool(features, proposals, image_shapes)
         else:
             box_features = self.box_roi_pool(features, list(proposals), image_shapes)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matching import BalancedPositiveNegativeSampler, Matcher, box_iou
+from .matching import BalancedPositiveNegativeSampler, Matcher, pad_rows
 
 __all__ = ["RPNHead", "RegionProposalNetwork", "flatten_head_outputs"]
 
@@ -73,6 +73,8 @@ class RegionProposalNetwork(nn.Module):
     """anchor_generator, head: modules; box_coder: encodes the training targets (weights
     1, 1, 1, 1); rpn_proposals: callable, the proposal step (maskrcnn_fast.ops.rpn_proposals'
     signature). pre_nms_top_n / post_nms_top_n: dicts with 'training' and 'testing' counts.
+    match_boxes: callable, the training-target matcher (maskrcnn_fast.ops.match_boxes'
+    signature; None: that op).
 
     forward(images: ImageList, features: dict of Tensor[N, C, H_l, W_l], targets) ->
     (proposals Tensor[N, P, 4] padded, counts Tensor[N] of valid rows, dict of losses (empty in
@@ -93,8 +95,12 @@ class RegionProposalNetwork(nn.Module):
         post_nms_top_n: Dict[str, int],
         nms_thresh: float,
         score_thresh: float = 0.0,
+        match_boxes: Optional[Callable] = None,
     ):
         super().__init__()
+        if match_boxes is None:
+            from ..ops import match_boxes
+        self.match_boxes = match_boxes
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = box_coder
@@ -161,35 +167,31 @@ class RegionProposalNetwork(nn.Module):
         )
 
     def assign_targets_to_anchors(
-        self, anchors: List[Tensor], targets: List[Dict[str, Tensor]]
-    ) -> Tuple[List[Tensor], List[Tensor]]:
-        """-> per image labels (float Tensor[T]: 1 object, 0 background, -1 ignored) and the
-        matched ground-truth box of each anchor (Tensor[T, 4])."""
-        labels, matched = [], []
-        for anc, tgt in zip(anchors, targets):
-            gt = tgt["boxes"]
-            if gt.numel() == 0:
-                matched.append(torch.zeros(anc.shape, dtype=torch.float32, device=anc.device))
-                labels.append(torch.zeros(anc.shape[0], dtype=torch.float32, device=anc.device))
-                continue
-            m = self.proposal_matcher(box_iou(gt, anc))
-            matched.append(gt[m.clamp(min=0)])
-            lab = (m >= 0).to(torch.float32)
-            lab[m == Matcher.BETWEEN_THRESHOLDS] = -1.0
-            labels.append(lab)
+        self, anchors: Tensor, targets: List[Dict[str, Tensor]]
+    ) -> Tuple[Tensor, Tensor]:
+        """anchors (Tensor[T, 4], the same for every image of the batch) -> labels float
+        Tensor[N, T] (1 object, 0 background, -1 ignored) and the matched ground-truth box of each
+        anchor Tensor[N, T, 4] (zeros where an image has no object), for all images at once."""
+        gt, gt_counts = pad_rows([t["boxes"] for t in targets])  # [N, G >= 1, 4], zero-padded
+        m = self.match_boxes(
+            gt, gt_counts, anchors, None, self.proposal_matcher.high_threshold,
+            self.proposal_matcher.low_threshold, self.proposal_matcher.allow_low_quality_matches,
+        )
+        matched = gt.gather(1, m.clamp(min=0)[..., None].expand(-1, -1, 4))
+        labels = (m >= 0).to(torch.float32).masked_fill_(m == Matcher.BETWEEN_THRESHOLDS, -1.0)
         return labels, matched
 
     def compute_loss(
-        self, objectness: Tensor, deltas: Tensor, labels: List[Tensor], regression_targets: List[Tensor]
+        self, objectness: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        """objectness (Tensor[N, T]), deltas (Tensor[N, T, 4]) -> (BCE of the sampled anchors,
-        smooth-L1 (beta 1/9) of the sampled positives summed / number sampled)."""
-        pos, neg = self.fg_bg_sampler(labels)
+        """objectness (Tensor[N, T]), deltas (Tensor[N, T, 4]), labels (Tensor[N, T]),
+        regression_targets (Tensor[N * T, 4]) -> (BCE of the sampled anchors, smooth-L1 (beta
+        1/9) of the sampled positives summed / number sampled)."""
+        pos, neg = self.fg_bg_sampler(list(labels.unbind(0)))
         pos = torch.where(torch.cat(pos))[0]
         neg = torch.where(torch.cat(neg))[0]
         sampled = torch.cat([pos, neg])
-        labels = torch.cat(labels)
-        regression_targets = torch.cat(regression_targets)
+        labels = labels.reshape(-1)
         deltas = deltas.reshape(-1, 4)
         box_loss = (
             F.smooth_l1_loss(deltas[pos], regression_targets[pos], beta=1 / 9, reduction="sum") / sampled.numel()
@@ -211,10 +213,13 @@ class RegionProposalNetwork(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
-            anchors = self.anchor_generator(images, feats)
+            # the anchors depend on the padded batch size only: every image has the same
+            anchors = self.anchor_generator(images, feats)[0]
             objectness, flat_deltas = flatten_head_outputs(logits, deltas)
             labels, matched = self.assign_targets_to_anchors(anchors, targets)
-            regression_targets = [self.box_coder.encode_single(g, a) for g, a in zip(matched, anchors)]
+            regression_targets = self.box_coder.encode_single(
+                matched.reshape(-1, 4), anchors.expand(matched.shape[0], -1, -1).reshape(-1, 4)
+            )
             loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, flat_deltas, labels, regression_targets)
             losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
         return boxes, counts, losses

@@ -87,8 +87,9 @@ def decode_boxes(
     """Tensor[K, 4 * C]: rel_codes (Tensor[K, 4 * C], (dx, dy, dw, dh) per class) applied to
     boxes (Tensor[K, 4], x1, y1, x2, y2), clipped to image_size (h, w) when given."""
     boxes = boxes.to(rel_codes.dtype)
-    k = boxes.shape[0]
-    codes = rel_codes.reshape(k, -1, 4)
+    k, cols = boxes.shape[0], rel_codes.shape[1]
+    # Explicit class count: with K = 0, a -1 would be ambiguous.
+    codes = rel_codes.reshape(k, cols // 4, 4)
     x1, y1, x2, y2 = (boxes[:, i : i + 1] for i in range(4))
     w = x2 - x1
     h = y2 - y1
@@ -108,7 +109,7 @@ def decode_boxes(
         height, width = image_size
         out[..., 0::2] = out[..., 0::2].clamp(min=0, max=width)
         out[..., 1::2] = out[..., 1::2].clamp(min=0, max=height)
-    return out.reshape(k, -1)
+    return out.reshape(k, cols)
 
 
 def encode_boxes(

@@ -55,14 +55,15 @@ def rpn_proposals(
     for lvl, (ob, de, cell, (sh, sw)) in enumerate(zip(objectness, pred_bbox_deltas, cell_anchors, strides)):
         _, a, h, w = ob.shape
         # torchvision's flattening: location (y, x), then anchor.
-        flat = ob.permute(0, 2, 3, 1).reshape(n, -1)
+        # Explicit sizes: with N = 0 a -1 would be ambiguous.
+        flat = ob.permute(0, 2, 3, 1).reshape(n, h * w * a)
         k = min(int(pre_nms_top_n), flat.shape[1])
         val, idx = flat.topk(k, dim=1)
         ai, loc = idx % a, idx // a
         y, x = loc // w, loc % w
         shift = torch.stack([x * int(sw), y * int(sh), x * int(sw), y * int(sh)], dim=-1).to(dtype)
         anchors = shift + cell.to(dtype)[ai]
-        codes = de.reshape(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4)
+        codes = de.reshape(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, h * w * a, 4)
         codes = codes.gather(1, idx[..., None].expand(-1, -1, 4))
         dec = decode_boxes(codes.reshape(-1, 4), anchors.reshape(-1, 4)).reshape(n, k, 4)
         boxes.append(dec)

@@ -174,7 +174,9 @@ def roi_align(
         order.append(sel)
     empty = torch.nonzero(~usable).flatten()
     if empty.numel():
-        pieces.append(table.new_zeros((empty.numel(), ph_n, pw_n, c)))
+        # `+ table[:0].sum()` (an exact 0 that reads no value, so NaN-safe) keeps the output
+        # in input's graph when every ROI is empty: backward then gives zeros, not an error.
+        pieces.append(table.new_zeros((empty.numel(), ph_n, pw_n, c)) + table[:0].sum())
         order.append(empty)
     order = torch.cat(order)
     inverse = torch.empty_like(order)

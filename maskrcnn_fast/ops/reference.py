@@ -8,3 +8,4 @@ from ._reference_multilevel import *  # noqa: F401,F403  multilevel_roi_align
 from ._reference_paste_masks import *  # noqa: F401,F403  paste_masks, paste_masks_batched
 from ._reference_fused import *  # noqa: F401,F403  rpn_proposals, detection_postprocess
 from ._reference_mask_targets import *  # noqa: F401,F403  mask_targets
+from ._reference_matching import *  # noqa: F401,F403  box_iou, match_boxes

@@ -1,0 +1,1 @@
+"""Differential fuzz tests (hypothesis); a package so that its conftest does not shadow tests/conftest.py."""

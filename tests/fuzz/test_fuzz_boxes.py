@@ -1,0 +1,192 @@
+"""Fuzz: grid_anchors / AnchorGenerator, decode_boxes, encode_boxes against torchvision and the
+float64 reference (tolerances of tests/test_anchors.py and tests/test_box_coder.py)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.ops import clip_boxes_to_image
+
+from .fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
+from maskrcnn_fast.ops import AnchorGenerator, decode_boxes, encode_boxes, grid_anchors
+from maskrcnn_fast.ops import reference as ref
+
+WEIGHTS = [(1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0), (1 / 3, 0.7, 3.0, 1.1)]
+CLIP = math.log(1000.0 / 16)
+F32_EPS = torch.finfo(torch.float32).eps
+
+
+def _within(got, expected, tol, alt=None):
+    """Equal (infinities included), both NaN, or |got - expected| <= tol, elementwise; or equal
+    to ``alt`` (the float32-evaluated reference: half and bfloat16 are computed in float32 in
+    torchvision's operation order, so an intermediate may overflow where float64 does not)."""
+    got, expected = got.cpu().double(), expected.cpu().double()
+    assert got.shape == expected.shape
+    same = (got == expected) | (got.isnan() & expected.isnan())
+    if alt is not None:
+        alt = alt.cpu().double()
+        same |= (got == alt) | (got.isnan() & alt.isnan())
+    close = (got - expected).abs() <= tol
+    bad = ~(same | close)
+    assert not bool(bad.any()), (
+        f"{int(bad.sum())} mismatches, e.g. got {got[bad][:4].tolist()} expected "
+        f"{expected[bad][:4].tolist()} tol {torch.broadcast_to(torch.as_tensor(tol), got.shape)[bad][:4].tolist()}")
+
+
+def _pair_scale(out):
+    k = out.shape[0]
+    b = out.double().reshape(k, out.shape[1] // 4, 4).abs()
+    sx, sy = b[..., 0] + b[..., 2], b[..., 1] + b[..., 3]
+    return torch.stack([sx, sy, sx, sy], dim=-1).reshape(k, out.shape[1])
+
+
+# ---- anchors ----------------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_fuzz_grid_anchors(data):
+    draw = data.draw
+    device, dtype = draw(devices), draw(dtypes)
+    levels = draw(st.integers(1, 5))
+    cells, grids, strides = [], [], []
+    for _ in range(levels):
+        a = draw(st.integers(0, 4))
+        cells.append(ref.cell_anchors(
+            draw(st.lists(st.sampled_from([1, 2, 16, 32, 128, 512, 4096]), min_size=1, max_size=2)),
+            [0.5, 1.0, 2.0, 0.25, 3.0][: max(a, 1)], dtype=dtype, device=device)[:a])
+        grids.append((draw(st.integers(0, 6)), draw(st.integers(0, 6))))
+        strides.append((draw(st.integers(0, 70)), draw(st.integers(0, 70))))
+    cells = [non_contiguous(c, draw) for c in cells]
+    got = grid_anchors(cells, grids, strides)
+    want = ref.grid_anchors([c.contiguous() for c in cells], grids, strides)
+    assert got.dtype == dtype and got.device.type == device
+    assert torch.equal(got, want)
+    tv = TVAnchorGenerator(((1,),) * levels, ((1.0,),) * levels)
+    tv.cell_anchors = [c.cpu() for c in cells]
+    tv_out = tv.grid_anchors([list(g) for g in grids],
+                             [[torch.tensor(s[0]), torch.tensor(s[1])] for s in strides])
+    assert torch.equal(got.cpu(), torch.cat(tv_out))
+
+
+@given(data=st.data())
+def test_fuzz_anchor_generator_module(data):
+    draw = data.draw
+    device, dtype = draw(devices), draw(dtypes)
+    levels = draw(st.integers(1, 3))
+    sizes = tuple(tuple(draw(st.lists(st.sampled_from([8, 16, 32, 100]), min_size=1, max_size=2)))
+                  for _ in range(levels))
+    ratios = tuple(tuple(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0, 0.3]), min_size=1, max_size=3)))
+                   for _ in range(levels))
+    n = draw(st.integers(0, 2))
+    h, w = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    feats = [torch.zeros(max(n, 1), 1, draw(st.integers(1, h)), draw(st.integers(1, w)), dtype=dtype,
+                         device=device) for _ in range(levels)]
+
+    class Images:
+        tensors = torch.zeros(max(n, 1), 3, h, w, dtype=dtype, device=device)
+        image_sizes = [(h, w)] * n
+
+    got = AnchorGenerator(sizes, ratios)(Images, feats)
+    want = TVAnchorGenerator(sizes, ratios)(Images, feats)
+    assert len(got) == len(want) == n
+    for g, e in zip(got, want):
+        assert g.dtype == e.dtype and torch.equal(g, e)
+
+
+# ---- decode -----------------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_fuzz_decode_boxes(data):
+    draw = data.draw
+    device, dtype = draw(devices), draw(dtypes)
+    k, c = draw(st.integers(0, 6)), draw(st.integers(0, 3))
+    nonfinite = draw(st.booleans())
+    b = draw(boxes(k, nonfinite=nonfinite)).to(dtype)
+    codes = tensor(draw, (k, 4 * c), -4, 4, nonfinite)
+    if draw(st.booleans()):
+        codes[:, 2::4] *= 30  # beyond bbox_xform_clip, and exp overflow without it
+    codes = codes.to(dtype)
+    weights = draw(st.sampled_from(WEIGHTS))
+    clip = draw(st.sampled_from([CLIP, 0.0, 2.5, 50.0]))
+    size = draw(st.one_of(st.none(), st.tuples(st.integers(0, 90), st.integers(0, 90))))
+    got = decode_boxes(non_contiguous(codes, draw).to(device), non_contiguous(b, draw).to(device),
+                       weights, clip, size)
+    assert got.shape == (k, 4 * c) and got.dtype == dtype and got.device.type == device
+    got = got.cpu()
+    exact = ref.decode_boxes(codes.double(), b.double(), weights, clip, size)
+    scale = _pair_scale(ref.decode_boxes(codes.double(), b.double(), weights, clip))
+    if dtype in (torch.float32, torch.float64):
+        tv = TVBoxCoder(weights, clip).decode_single(codes, b)
+        tv_scale = _pair_scale(tv)
+        if size is not None:
+            tv = clip_boxes_to_image(tv.reshape(k, c, 4), size).reshape(k, 4 * c)
+        _within(got, tv, 4 * torch.finfo(dtype).eps * tv_scale)
+        if dtype == torch.float64:
+            _within(got, exact, 4 * torch.finfo(dtype).eps * scale)
+    else:
+        # Computed in float, rounded once: one output ulp plus float rounding of the scale.
+        # bbox_xform_clip is rounded to the dtype first, as torch.clamp rounds a Python scalar
+        # for a half tensor (torchvision's result, and ours).
+        clip_r = float(torch.tensor(clip, dtype=torch.float64).to(dtype))
+        exact = ref.decode_boxes(codes.double(), b.double(), weights, clip_r, size)
+        scale = _pair_scale(ref.decode_boxes(codes.double(), b.double(), weights, clip_r))
+        ulp_out = torch.finfo(dtype).eps * exact.abs().clamp(min=torch.finfo(dtype).tiny)
+        alt = ref.decode_boxes(codes.float(), b.float(), weights, clip_r, size).to(dtype)
+        _within(got, exact.to(dtype), ulp_out + 8 * F32_EPS * scale, alt)
+
+
+# ---- encode -----------------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_fuzz_encode_boxes(data):
+    draw = data.draw
+    device, dtype = draw(devices), draw(dtypes)
+    k = draw(st.integers(0, 6))
+    nonfinite = draw(st.booleans())
+    r = draw(boxes(k, nonfinite=nonfinite)).to(dtype)
+    p = draw(boxes(k, nonfinite=nonfinite)).to(dtype)
+    weights = draw(st.sampled_from(WEIGHTS))
+    got = encode_boxes(non_contiguous(r, draw).to(device), non_contiguous(p, draw).to(device), weights)
+    assert got.shape == (k, 4) and got.dtype == dtype and got.device.type == device
+    got = got.cpu()
+    w_dtype = torch.tensor(weights, dtype=torch.float64).to(dtype).tolist()
+    exact = ref.encode_boxes(r.double(), p.double(), w_dtype)
+    if dtype in (torch.float32, torch.float64):
+        tv = TVBoxCoder(weights).encode_single(r, p)
+        _within(got[:, :2], tv[:, :2], 0.0)  # no log: bit for bit
+        _within(got[:, 2:], tv[:, 2:], 4 * torch.finfo(dtype).eps * tv[:, 2:].abs())
+        if dtype == torch.float64:
+            _within(got, exact, 4 * torch.finfo(dtype).eps * exact.abs())
+    else:
+        tol = torch.finfo(dtype).eps * exact.abs() + 16 * F32_EPS * (1 + exact.abs())
+        alt = ref.encode_boxes(r.float(), p.float(), w_dtype).to(dtype)
+        _within(got, exact.to(dtype), tol, alt)
+
+
+# ---- documented errors -------------------------------------------------------------------------
+
+@given(data=st.data())
+def test_fuzz_box_errors(data):
+    draw = data.draw
+    k = draw(st.integers(0, 3))
+    bad = draw(st.sampled_from(["ndim", "last", "int", "k", "weights", "size"]))
+    codes, b = torch.zeros(k, 4), torch.zeros(k, 4)
+    arg, weights, size = "rel_codes", WEIGHTS[0], None
+    if bad == "ndim":
+        codes = torch.zeros(k, 4, 1)
+    elif bad == "last":
+        codes, arg = torch.zeros(k, draw(st.sampled_from([1, 2, 3, 5, 7]))), "rel_codes"
+    elif bad == "int":
+        b, arg = torch.zeros(k, 4, dtype=torch.int64), "boxes"
+    elif bad == "k":
+        b, arg = torch.zeros(k + 1, 4), "rel_codes"
+    elif bad == "weights":
+        weights, arg = (1.0, 1.0, 1.0), "weights"
+    else:
+        size, arg = (-1, draw(st.integers(0, 5))), "image_size"
+    with pytest.raises((RuntimeError, ValueError), match=arg):
+        decode_boxes(codes, b, weights, CLIP, size)
+    if bad in ("ndim", "int", "k", "weights"):
+        with pytest.raises((RuntimeError, ValueError), match="reference_boxes|proposals|weights"):
+            encode_boxes(codes if bad == "ndim" else b, torch.zeros(k + 2 * (bad == "k"), 4), weights)

@@ -1,0 +1,154 @@
+"""box_iou against torchvision.ops.box_iou (CPU, the oracle) and the pure-PyTorch reference.
+
+float32 / float64 / half / bfloat16 results must be bitwise torchvision's (NaN where it gives
+NaN): the kernel follows its order of operations, half subtractions included.
+"""
+import pytest
+import torch
+import torchvision
+
+from maskrcnn_fast.ops import box_iou
+from maskrcnn_fast.ops import reference as ref
+
+H, W = 800, 1088
+
+
+def _boxes(n, device="cpu", dtype=torch.float32, grid=None):
+    """Random boxes of 8 to 440 pixels a side in an 800x1088 image; on a coarse integer grid
+    (many exact ties and shared edges) when ``grid`` is given."""
+    if grid is not None:
+        xy = torch.randint(0, 16, (n, 2)).double() * grid
+        wh = torch.randint(0, 8, (n, 2)).double() * grid
+        return torch.cat([xy, xy + wh], 1).to(dtype).to(device)
+    cx = torch.rand(n, dtype=torch.float64) * W
+    cy = torch.rand(n, dtype=torch.float64) * H
+    w = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
+    h = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).to(dtype).to(device)
+
+
+def _tv(b1, b2):
+    return torchvision.ops.box_iou(b1.cpu(), b2.cpu())
+
+
+def _same(a, b):
+    """Bitwise equal, NaN where the other has NaN."""
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    torch.testing.assert_close(a.cpu(), b.cpu(), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("m, n", [(1, 1), (7, 300), (40, 2000), (0, 5), (5, 0), (0, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torchvision(device, seed, m, n, dtype):
+    b1, b2 = _boxes(m, device, dtype), _boxes(n, device, dtype)
+    out = box_iou(b1, b2)
+    assert out.device == b1.device
+    _same(out, _tv(b1, b2))
+    _same(out, ref.box_iou(b1, b2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_float64_reference(device, seed, dtype):
+    b1, b2 = _boxes(30, device, dtype), _boxes(500, device, dtype)
+    want = ref.box_iou(b1.double(), b2.double())
+    torch.testing.assert_close(box_iou(b1, b2).double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_grid_boxes_ties_and_shared_edges(device, seed):
+    b1, b2 = _boxes(50, device, grid=8.0), _boxes(400, device, grid=8.0)
+    _same(box_iou(b1, b2), _tv(b1, b2))
+
+
+def test_degenerate_outside_and_inverted(device):
+    b = torch.tensor(
+        [
+            [10.0, 10.0, 10.0, 30.0],  # zero width
+            [10.0, 10.0, 10.0, 10.0],  # a point
+            [-50.0, -50.0, -10.0, -10.0],  # outside the image
+            [20.0, 20.0, 10.0, 10.0],  # inverted (negative width and height)
+            [20.0, 5.0, 10.0, 50.0],  # inverted width only: negative area
+            [0.0, 0.0, 1e30, 1e30],  # area overflows to inf
+            [0.0, 0.0, 100.0, 100.0],
+            [float("nan"), 0.0, 5.0, 5.0],
+            [0.0, 0.0, float("inf"), 5.0],
+        ],
+        device=device,
+    )
+    out = box_iou(b, b)
+    _same(out, _tv(b, b))
+    assert out[1, 1].isnan() and out[6, 6] == 1  # 0 / 0 for two points; a box with itself
+
+
+def test_non_contiguous(device, seed):
+    b1 = _boxes(40, device).t().contiguous().t()
+    b2 = _boxes(300, device).repeat(1, 2)[:, ::2]
+    assert not b1.is_contiguous() and not b2.is_contiguous()
+    _same(box_iou(b1, b2), _tv(b1, b2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(device, seed, dtype):
+    b1, b2 = _boxes(20, device, dtype), _boxes(300, device, dtype)
+    out = box_iou(b1, b2)
+    assert out.dtype == torch.float32  # torchvision upcasts half
+    _same(out, _tv(b1, b2))
+    _same(out, ref.box_iou(b1, b2))
+    torch.testing.assert_close(out, ref.box_iou(b1.double(), b2.double()).float(), rtol=0, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16])
+def test_integer_boxes(device, seed, dtype):
+    b1, b2 = _boxes(20, grid=8.0).to(dtype).to(device), _boxes(100, grid=8.0).to(dtype).to(device)
+    out = box_iou(b1, b2)
+    assert out.dtype == torch.float32
+    _same(out, _tv(b1, b2))
+    _same(out, ref.box_iou(b1, b2))
+
+
+def test_mixed_dtypes_promote(device, seed):
+    b1, b2 = _boxes(10, device, torch.float32), _boxes(50, device, torch.float64)
+    out = box_iou(b1, b2)
+    assert out.dtype == torch.float64
+    _same(out, box_iou(b1.double(), b2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_opcheck(device, seed, dtype):
+    b1, b2 = _boxes(6, device, dtype), _boxes(11, device, dtype)
+    torch.library.opcheck(torch.ops.maskrcnn_fast.box_iou.default, (b1, b2))
+    torch.library.opcheck(torch.ops.maskrcnn_fast.box_iou.default, (b1[:0], b2))
+
+
+def test_compile(device, seed):
+    b1, b2 = _boxes(6, device), _boxes(11, device)
+    f = torch.compile(box_iou, fullgraph=True, backend="eager")
+    _same(f(b1, b2), _tv(b1, b2))
+
+
+@pytest.mark.parametrize(
+    "b1, b2, match",
+    [
+        (torch.zeros(4), torch.zeros(3, 4), "boxes1"),
+        (torch.zeros(2, 5), torch.zeros(3, 4), "boxes1"),
+        (torch.zeros(2, 4), torch.zeros(3, 4, 1), "boxes2"),
+        (torch.zeros(2, 4), torch.zeros(3, 3), "boxes2"),
+        (torch.zeros(2, 4, dtype=torch.int64), torch.zeros(3, 4), "boxes1"),
+        (torch.zeros(2, 4), torch.zeros(3, 4, dtype=torch.float64), "boxes1 and boxes2"),
+    ],
+)
+def test_bad_input(device, b1, b2, match):
+    # the op itself (the wrapper promotes dtypes and upcasts integers)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.maskrcnn_fast.box_iou(b1.to(device), b2.to(device))
+
+
+def test_bad_input_wrapper(device):
+    with pytest.raises(RuntimeError, match="boxes2"):
+        box_iou(torch.zeros(2, 4, device=device), torch.zeros(3, 5, device=device))
+
+
+def test_device_mismatch():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    with pytest.raises(RuntimeError, match="boxes1 and boxes2"):
+        torch.ops.maskrcnn_fast.box_iou(torch.zeros(2, 4), torch.zeros(3, 4, device="cuda"))
