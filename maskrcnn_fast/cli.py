@@ -1,6 +1,7 @@
 """``maskrcnn-fast`` / ``python -m maskrcnn_fast``: train, eval, predict, bench.
 
     maskrcnn-fast train --dataset synthetic --depth 18 --iterations 300 --output-dir runs/demo
+    maskrcnn-fast train ... --optimizer adamw --lr-schedule cosine --fpn-channels 64 --threads 1  # make demo
     torchrun --nproc_per_node=8 -m maskrcnn_fast train --dataset coco --data-path train2017 \\
         --ann-file annotations/instances_train2017.json --epochs 26 --batch-size 2 --amp
     maskrcnn-fast eval --checkpoint runs/demo/checkpoint.pt --dataset synthetic
@@ -56,12 +57,26 @@ def infer_depth(state) -> int:
     return depth
 
 
+_DEFAULT_WIDTHS = {"fpn_channels": 256, "box_head_width": 1024, "mask_head_width": 256}
+
+
 def build_model(model_args: dict, ops: str = "fused", weights=None):
     """A Mask R-CNN from ``{"depth", "num_classes", "kwargs"}`` (what checkpoints store).
-    kwargs may hold ``anchor_sizes`` (one size per FPN level) and ``aspect_ratios``."""
-    from .models import RPNHead, get_ops, maskrcnn_resnet_fpn
+    kwargs may hold ``anchor_sizes`` (one size per FPN level), ``aspect_ratios``, and the
+    widths ``fpn_channels`` (default 256), ``box_head_width`` (TwoMLPHead's representation
+    size, default 1024) and ``mask_head_width`` (the mask head's convolutions and the
+    predictor's dim_reduced, default 256); the rest go to the model. weights: a state_dict."""
+    from .models import (FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RPNHead, TwoMLPHead, get_ops,
+                         maskrcnn_resnet_fpn)
 
     kwargs = dict(model_args.get("kwargs") or {})
+    widths = {k: kwargs.pop(k, None) for k in _DEFAULT_WIDTHS}
+    for k, v in widths.items():
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise UsageError(f"{k.replace('_', '-')} must be a positive integer, got {v!r}")
+        widths[k] = _DEFAULT_WIDTHS[k] if v is None else v
+    c = widths["fpn_channels"]
+    kwargs["fpn_channels"] = c
     sizes = kwargs.pop("anchor_sizes", None)
     ratios = kwargs.pop("aspect_ratios", None)
     if sizes is not None or ratios is not None:
@@ -70,12 +85,26 @@ def build_model(model_args: dict, ops: str = "fused", weights=None):
             raise UsageError(f"anchor sizes: one per FPN level (5), got {len(sizes)}")
         ratios = tuple(float(r) for r in (ratios or (0.5, 1.0, 2.0)))
         kwargs["rpn_anchor_generator"] = get_ops(ops).AnchorGenerator(tuple((s,) for s in sizes), (ratios,) * 5)
-        kwargs["rpn_head"] = RPNHead(256, len(ratios))
+        kwargs["rpn_head"] = RPNHead(c, len(ratios))
+    num_classes = int(model_args["num_classes"])
+    box_w, mask_w = widths["box_head_width"], widths["mask_head_width"]
     try:
-        return maskrcnn_resnet_fpn(int(model_args["depth"]), num_classes=int(model_args["num_classes"]),
-                                   weights=weights, ops=ops, **kwargs)
+        if (box_w, mask_w) == (_DEFAULT_WIDTHS["box_head_width"], _DEFAULT_WIDTHS["mask_head_width"]):
+            return maskrcnn_resnet_fpn(int(model_args["depth"]), num_classes=num_classes,
+                                       weights=weights, ops=ops, **kwargs)
+        # other head widths: the heads are built here, so the predictors fix the class count
+        heads = dict(box_head=TwoMLPHead(c * 7 * 7, box_w), box_predictor=FastRCNNPredictor(box_w, num_classes),
+                     mask_head=MaskRCNNHeads(c, (mask_w,) * 4, 1),
+                     mask_predictor=MaskRCNNPredictor(mask_w, mask_w, num_classes))
+        model = maskrcnn_resnet_fpn(int(model_args["depth"]), weights=None, ops=ops, **kwargs, **heads)
     except TypeError as e:  # an unknown --model-arg
         raise UsageError(f"bad model argument: {e}") from None
+    if weights is not None:
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise UsageError(f"the weights do not fit the model: {str(e).splitlines()[0]}") from None
+    return model
 
 
 def _read_checkpoint(path: str) -> dict:
@@ -137,6 +166,9 @@ def _model_kwargs(args) -> dict:
         kw["anchor_sizes"] = tuple(args.anchor_sizes)
     if getattr(args, "aspect_ratios", None):
         kw["aspect_ratios"] = tuple(args.aspect_ratios)
+    for name in _DEFAULT_WIDTHS:
+        if getattr(args, name, None) is not None:
+            kw[name] = getattr(args, name)
     for item in getattr(args, "model_arg", None) or []:
         k, v = _parse_model_arg(item)
         kw[k] = v
@@ -153,6 +185,7 @@ def _dataset(args, train: bool, image_size=None):
         n = args.num_images
         if not train and hasattr(args, "val_num_images"):  # train --eval-at-end: the held-out set
             n = args.val_num_images
+            seed = args.val_data_seed if args.val_data_seed is not None else (args.data_seed or 0) + 1
         n = n if n is not None else (200 if train else 50)
         size = args.image_size or image_size or 128
         try:
@@ -200,6 +233,20 @@ def _evaluate(model, dataset, device, args, output_json) -> dict:
     return results
 
 
+def _check_min_ap(results: dict, args) -> int:
+    """--min-mask-ap50: 1 (with one line on stderr) when the mask AP50 is below it, else 0."""
+    need = getattr(args, "min_mask_ap50", None)
+    if need is None:
+        return 0
+    got = (results.get("segm") or {}).get("AP50")
+    if got is None or got < need:
+        shown = "unavailable (no masks)" if got is None else f"{got:.3f}"
+        print(f"{PROG}: error: mask AP50 {shown} is below --min-mask-ap50 {need:g}", file=sys.stderr)
+        return 1
+    print(f"mask AP50 {got:.3f} >= {need:g}: ok")
+    return 0
+
+
 # ---- subcommands ---------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     import torch
@@ -216,6 +263,10 @@ def cmd_train(args) -> int:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     if args.amp and not device.startswith("cuda"):
         raise UsageError("--amp needs a CUDA device")
+    if args.lr_steps is not None and args.lr_schedule != "multistep":
+        raise UsageError("--lr-steps applies to --lr-schedule multistep")
+    if args.min_mask_ap50 is not None and not args.eval_at_end:
+        raise UsageError("--min-mask-ap50 needs --eval-at-end")
     dataset = _dataset(args, train=True)
     classes = list(getattr(dataset, "classes", []) or []) or None
     model_args = {"depth": args.depth, "num_classes": int(dataset.num_classes), "classes": classes,
@@ -228,6 +279,11 @@ def cmd_train(args) -> int:
                              f"{model_args['num_classes']}")
         if (ck.get("model_args") or {}).get("depth", args.depth) != args.depth:
             raise UsageError(f"--resume: the checkpoint is ResNet-{ck['model_args']['depth']}, not --depth {args.depth}")
+        old_kw = (ck.get("model_args") or {}).get("kwargs") or {}
+        for k, default in _DEFAULT_WIDTHS.items():
+            theirs, mine = old_kw.get(k, default), model_args["kwargs"].get(k, default)
+            if theirs != mine:
+                raise UsageError(f"--resume: the checkpoint has {k.replace('_', '-')} {theirs}, not {mine}")
         del ck
     info = init_distributed(device)
     seed_everything(args.seed)  # the initial weights (DistributedDataParallel copies rank 0's)
@@ -243,7 +299,8 @@ def cmd_train(args) -> int:
     try:
         trainer = Trainer(
             model, dataset, batch_size=args.batch_size, epochs=None if args.iterations else args.epochs,
-            iterations=args.iterations, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+            iterations=args.iterations, lr=args.lr, optimizer=args.optimizer, lr_schedule=args.lr_schedule,
+            momentum=args.momentum, weight_decay=args.weight_decay,
             warmup_iters=args.warmup_iters, warmup_factor=args.warmup_factor, lr_steps=lr_steps,
             clip_grad_norm=args.clip_grad_norm, amp=args.amp, device=device, workers=args.workers,
             seed=args.seed, checkpoint_dir=out, checkpoint_every=args.checkpoint_every,
@@ -254,7 +311,8 @@ def cmd_train(args) -> int:
         if info.is_main:
             print(f"training ResNet-{args.depth} Mask R-CNN ({model_args['num_classes']} classes) on "
                   f"{len(dataset)} images, {info.world_size} x {args.batch_size} images per step, "
-                  f"{trainer.total_iters} steps, lr {trainer.optimizer.param_groups[0]['initial_lr']:.4g}, "
+                  f"{trainer.total_iters} steps, {args.optimizer} lr {trainer.optimizer.param_groups[0]['initial_lr']:.4g} "
+                  f"({args.lr_schedule}), "
                   f"device {device}", flush=True)
         history = trainer.fit()
     except NonFiniteLossError as e:
@@ -267,14 +325,17 @@ def cmd_train(args) -> int:
             with open(os.path.join(out, "history.json"), "w") as f:
                 json.dump(history, f)
             print(f"checkpoint: {os.path.join(out, 'checkpoint.pt')}")
-        if args.eval_at_end:
-            val = _dataset(args, train=False, image_size=args.image_size)
-            _evaluate(trainer.module.eval(), val, device, args,
-                      os.path.join(out, "eval.json") if out else None)
+    rc = 0
+    if info.is_main and args.eval_at_end:
+        val = _dataset(args, train=False, image_size=args.image_size)
+        with torch.inference_mode():
+            results = _evaluate(trainer.module.eval(), val, device, args,
+                                os.path.join(out, "eval.json") if out else None)
+        rc = _check_min_ap(results, args)
     if info.enabled:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return 0
+    return rc
 
 
 def cmd_eval(args) -> int:
@@ -289,8 +350,8 @@ def cmd_eval(args) -> int:
     model, _ = model_from_checkpoint(args.checkpoint, num_classes=int(dataset.num_classes), ops=args.ops,
                                      overrides=_model_kwargs(args))
     with torch.inference_mode():
-        _evaluate(model.to(device), dataset, device, args, args.output_json)
-    return 0
+        results = _evaluate(model.to(device), dataset, device, args, args.output_json)
+    return _check_min_ap(results, args)
 
 
 def _list_images(inputs: List[str]) -> List[str]:
@@ -393,6 +454,7 @@ def _add_data_args(p, train: bool):
     p.add_argument("--data-seed", type=int, help="synthetic: data set seed (default 0 to train, 1 to evaluate)")
     if train:
         p.add_argument("--val-num-images", type=int, help="synthetic, --eval-at-end: held-out images (default 50)")
+        p.add_argument("--val-data-seed", type=int, help="synthetic, --eval-at-end: held-out seed (default --data-seed + 1)")
         p.add_argument("--val-data-path", help="coco, --eval-at-end: the validation image folder")
         p.add_argument("--val-ann-file", help="coco, --eval-at-end: the validation instances JSON")
 
@@ -403,10 +465,15 @@ def _add_model_args(p, train: bool):
     if train:
         p.add_argument("--anchor-sizes", type=int, nargs=5, metavar="S", help="anchor size per FPN level (default 32 64 128 256 512)")
         p.add_argument("--aspect-ratios", type=float, nargs="+", metavar="R", help="anchor aspect ratios (default 0.5 1 2)")
+    if train:
+        p.add_argument("--fpn-channels", type=int, help="FPN width (default 256)")
+        p.add_argument("--box-head-width", type=int, help="box head MLP width (default 1024)")
+        p.add_argument("--mask-head-width", type=int, help="mask head convolution width (default 256)")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE",
                    help="any MaskRCNN keyword, e.g. rpn_batch_size_per_image=64 (repeatable)")
     p.add_argument("--ops", default="fused", choices=["fused", "torch"], help="our kernels or plain PyTorch")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="intra-op CPU threads (default: torch's; 1 is best on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -423,8 +490,11 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, default=26, help="default 26 (torchvision's schedule)")
     g.add_argument("--iterations", type=int, help="train for this many steps instead of epochs")
     t.add_argument("--batch-size", type=int, default=2, help="images per process (default 2)")
-    t.add_argument("--lr", type=float, help="default 0.02 x total batch / 16")
-    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"], help="default sgd (torchvision's recipe)")
+    t.add_argument("--lr", type=float, help="sgd: default 0.02 x total batch / 16; adamw: default 1e-3")
+    t.add_argument("--lr-schedule", default="multistep", choices=["multistep", "cosine"],
+                   help="after the warm-up: x0.1 at --lr-steps (default) or a cosine to 0")
+    t.add_argument("--momentum", type=float, default=0.9, help="sgd only")
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--warmup-iters", type=int, help="linear warm-up steps (default 1000, at most one epoch)")
     t.add_argument("--warmup-factor", type=float, default=0.001)
@@ -442,6 +512,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--print-every", type=int, default=20, help="log interval without progress bars")
     t.add_argument("--eval-at-end", action="store_true", help="COCO metrics on the validation set")
+    t.add_argument("--min-mask-ap50", type=float, metavar="X",
+                   help="with --eval-at-end: exit status 1 when the mask AP50 (0..1) is below X")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="COCO box and mask AP of a checkpoint")
@@ -450,6 +522,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_model_args(e, train=False)
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--output-json", help="write the metrics (and detections) here")
+    e.add_argument("--min-mask-ap50", type=float, metavar="X", help="exit status 1 when the mask AP50 (0..1) is below X")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="draw detections on images")
@@ -476,6 +549,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.command != "bench":
                 raise UsageError(f"unrecognized arguments: {' '.join(extra)}")
             args.pytest_args = extra
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"--threads must be >= 1, got {threads}")
+            import torch
+
+            torch.set_num_threads(threads)
         return int(args.func(args) or 0)
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

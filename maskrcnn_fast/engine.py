@@ -2,7 +2,9 @@
 
 Defaults follow torchvision's reference scripts: SGD (momentum 0.9, weight decay 1e-4),
 lr 0.02 for 16 images scaled linearly with the total batch size, linear warm-up over 1000
-iterations from a factor 0.001, then x0.1 at the given milestones.
+iterations from a factor 0.001, then x0.1 at the given milestones. Also: AdamW (default lr
+1e-3; it trains a small model from scratch about twice as fast as SGD) and a cosine decay to 0
+after the warm-up.
 
 Exact resume: everything random is a function of the seed and of the position in training,
 or is saved in the checkpoint. The data order of an epoch depends only on (seed, epoch)
@@ -34,6 +36,7 @@ __all__ = [
     "DistInfo",
     "NonFiniteLossError",
     "Trainer",
+    "WarmupCosine",
     "WarmupMultiStep",
     "default_lr",
     "init_distributed",
@@ -51,8 +54,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops rather than corrupting the weights."""
 
 
-def default_lr(total_batch_size: int) -> float:
-    """torchvision's 0.02 for 16 images, scaled linearly."""
+OPTIMIZERS = ("sgd", "adamw")
+LR_SCHEDULES = ("multistep", "cosine")
+
+
+def default_lr(total_batch_size: int, optimizer: str = "sgd") -> float:
+    """SGD: torchvision's 0.02 for 16 images, scaled linearly. AdamW: 1e-3 (its step size
+    does not grow with the gradient's scale, so no batch scaling)."""
+    if optimizer == "adamw":
+        return 1e-3
     return 0.02 * total_batch_size / 16
 
 
@@ -118,6 +128,23 @@ class WarmupMultiStep:
         return f
 
 
+class WarmupCosine:
+    """lr factor at iteration ``it``: linear warm-up from ``warmup_factor`` to 1 over
+    ``warmup_iters``, then half a cosine from 1 down to 0 at ``total_iters``."""
+
+    def __init__(self, total_iters: int, warmup_iters: int = 1000, warmup_factor: float = 0.001):
+        self.total_iters = int(total_iters)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_factor = float(warmup_factor)
+
+    def __call__(self, it: int) -> float:
+        if it < self.warmup_iters:
+            alpha = it / self.warmup_iters
+            return self.warmup_factor * (1 - alpha) + alpha
+        t = min(1.0, (it - self.warmup_iters) / max(1, self.total_iters - self.warmup_iters))
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+
 def _default_collate(batch):
     return tuple(zip(*batch))
 
@@ -144,8 +171,10 @@ class Trainer:
     (see the module docstring). batch_size: images per process. epochs or iterations: length
     of training (iterations wins; epochs then = ceil(iterations / batches per epoch)).
     lr: default :func:`default_lr` of the total batch. warmup_iters: default 1000, at most
-    one epoch (as torchvision). lr_steps: milestones, in epochs when
-    training by epochs, in iterations when training by iterations. clip_grad_norm: max global
+    one epoch (as torchvision). optimizer: "sgd" (momentum, weight decay) or "adamw" (weight
+    decay; momentum unused). lr_schedule: "multistep" (x lr_gamma at each of lr_steps:
+    milestones in epochs when training by epochs, in iterations when training by iterations)
+    or "cosine" (to 0 at the last iteration; lr_steps unused). clip_grad_norm: max global
     grad norm (None: no clipping). amp: autocast + GradScaler, CUDA only.
     checkpoint_dir: writes ``checkpoint.pt`` (latest: every epoch end, every
     ``checkpoint_every`` iterations, and at the end); with ``keep_checkpoints`` also
@@ -166,6 +195,8 @@ class Trainer:
         epochs: Optional[int] = None,
         iterations: Optional[int] = None,
         lr: Optional[float] = None,
+        optimizer: str = "sgd",
+        lr_schedule: str = "multistep",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         warmup_iters: Optional[int] = None,
@@ -194,6 +225,10 @@ class Trainer:
             raise ValueError("give epochs or iterations")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
         self.device = torch.device(device)
         if amp and self.device.type != "cuda":
             raise ValueError("amp needs a CUDA device")
@@ -244,11 +279,18 @@ class Trainer:
         if warmup_iters is None:  # torchvision: 1000 steps, at most the first epoch
             warmup_iters = min(1000, self.iters_per_epoch)
         if lr is None:
-            lr = default_lr(self.batch_size * self.info.world_size)
+            lr = default_lr(self.batch_size * self.info.world_size, optimizer)
         params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, WarmupMultiStep(milestones, lr_gamma, warmup_iters, warmup_factor))
+        self.optimizer_name, self.lr_schedule = optimizer, lr_schedule
+        if optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        if lr_schedule == "cosine":
+            factor = WarmupCosine(self.total_iters, warmup_iters, warmup_factor)
+        else:
+            factor = WarmupMultiStep(milestones, lr_gamma, warmup_iters, warmup_factor)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iteration = 0  # optimizer steps done
         self.next_epoch, self.next_batch = 0, 0  # where the data resumes
@@ -304,7 +346,9 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "optimizer_name": self.optimizer_name,
             "lr_scheduler": self.lr_scheduler.state_dict(),
+            "lr_schedule": self.lr_schedule,
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
             "epoch": self.next_epoch,
@@ -345,6 +389,12 @@ class Trainer:
                    if k not in ck]
         if missing:
             raise ValueError(f"{path} is not a training checkpoint (it lacks {', '.join(missing)})")
+        # checkpoints from before these options: SGD, multistep
+        for key, what, mine, default in (("optimizer_name", "optimizer", self.optimizer_name, "sgd"),
+                                         ("lr_schedule", "lr schedule", self.lr_schedule, "multistep")):
+            theirs = ck.get(key, default)
+            if theirs != mine:
+                raise ValueError(f"{path} was trained with the {what} {theirs}, not {mine}: resume with the same one")
         self.module.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.lr_scheduler.load_state_dict(ck["lr_scheduler"])

@@ -176,3 +176,89 @@ def test_train_then_eval_on_a_coco_folder(tmp_path, capsys):
     rc = cli.main(["eval", "--checkpoint", str(out), *data, *model])
     assert rc == 0
     assert "segm" in capsys.readouterr().out
+
+
+def test_help_of_every_command(capsys):
+    for argv in ([], ["train"], ["eval"], ["predict"], ["bench"]):
+        assert cli.main([*argv, "--help"]) == 0
+        assert "usage: maskrcnn-fast" in capsys.readouterr().out
+
+
+def test_synthetic_pngs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "maskrcnn_fast.data", "--out", str(tmp_path), "--num", "2",
+                        "--seed", "7", "--image-size", "48"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    from maskrcnn_fast.data import SyntheticShapes
+
+    img = cli._read_image(str(tmp_path / "shapes_7_0001.png"))
+    assert (img - SyntheticShapes(2, 48, seed=7)[1][0]).abs().max() <= 0.5 / 255 + 1e-6
+    assert sorted(os.listdir(tmp_path)) == ["shapes_7_0000.png", "shapes_7_0001.png"]
+
+
+# the demo's options at toy sizes: small widths, AdamW, cosine, one thread, an AP floor
+_SMALL = ["--dataset", "synthetic", "--num-images", "4", "--image-size", "64", "--depth", "18",
+          "--fpn-channels", "16", "--box-head-width", "32", "--mask-head-width", "8",
+          "--min-size", "64", "--max-size", "64", "--anchor-sizes", "8", "16", "32", "64", "128",
+          "--model-arg", "rpn_batch_size_per_image=32", "--model-arg", "box_batch_size_per_image=16",
+          "--model-arg", "rpn_post_nms_top_n_train=50", "--model-arg", "rpn_post_nms_top_n_test=20",
+          "--batch-size", "2", "--optimizer", "adamw", "--lr-schedule", "cosine", "--warmup-iters", "1",
+          "--workers", "0", "--device", "cpu", "--no-progress", "--threads", "1"]
+
+
+def test_train_small_model_adamw_cosine(tmp_path, capsys):
+    pytest.importorskip("maskrcnn_fast.data", reason="needs SyntheticShapes")
+    out = tmp_path / "run"
+    rc = cli.main(["train", *_SMALL, "--iterations", "2", "--output-dir", str(out), "--eval-at-end",
+                   "--val-num-images", "2", "--val-data-seed", "1000", "--min-mask-ap50", "0.99",
+                   "--checkpoint-every", "1", "--keep-checkpoints"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err  # two steps reach no AP50 of 0.99
+    assert cap.err.strip().startswith("maskrcnn-fast: error: mask AP50 ") and "below --min-mask-ap50 0.99" in cap.err
+    assert "segm" in cap.out and "adamw lr 0.001 (cosine)" in cap.out
+    assert torch.get_num_threads() == 1
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["optimizer_name"] == "adamw" and ck["lr_schedule"] == "cosine" and ck["iteration"] == 2
+    kw = ck["model_args"]["kwargs"]
+    assert (kw["fpn_channels"], kw["box_head_width"], kw["mask_head_width"]) == (16, 32, 8)
+    sd = ck["model"]
+    rpn_w = [v for k, v in sd.items() if k.startswith("rpn.head.") and v.ndim == 4]
+    assert rpn_w and all(v.shape[1] == 16 for v in rpn_w)
+    assert sd["roi_heads.box_head.fc6.weight"].shape == (32, 16 * 7 * 7)
+    assert sd["roi_heads.mask_predictor.conv5_mask.weight"].shape[:2] == (8, 8)
+
+    # eval and predict rebuild the same model from the checkpoint alone
+    model, _ = cli.model_from_checkpoint(str(out / "checkpoint.pt"))
+    assert model.state_dict()["roi_heads.box_head.fc6.weight"].shape == (32, 16 * 7 * 7)
+    rc = cli.main(["eval", "--checkpoint", str(out), "--dataset", "synthetic", "--num-images", "2",
+                   "--device", "cpu", "--no-progress", "--min-mask-ap50", "0", "--threads", "1"])
+    assert rc == 0 and "mask AP50" in capsys.readouterr().out
+    imgs = tmp_path / "imgs"
+    from maskrcnn_fast.data.__main__ import write_synthetic_pngs
+
+    write_synthetic_pngs(str(imgs), 1, seed=3, image_size=64)
+    rc = cli.main(["predict", str(imgs), "--checkpoint", str(out / "checkpoint.pt"), "--output-dir",
+                   str(tmp_path / "pred"), "--score-thresh", "0", "--device", "cpu"])
+    assert rc == 0 and (tmp_path / "pred" / "shapes_3_0000.png").exists()
+
+    # resume: exact continuation with the same options; other widths or optimizer refused
+    ck1 = str(out / "checkpoint_0000001.pt")
+    capsys.readouterr()
+    rc = cli.main(["train", *_SMALL, "--iterations", "2", "--output-dir", str(tmp_path / "b"), "--resume", ck1])
+    assert rc == 0, capsys.readouterr().err
+    wa = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    wider = list(_SMALL)
+    wider[wider.index("--fpn-channels") + 1] = "32"
+    _fails(capsys, ["train", *wider, "--iterations", "2", "--resume", ck1], "fpn-channels 16, not 32")
+    sgd = [a for a in _SMALL if a not in ("--optimizer", "adamw")]
+    _fails(capsys, ["train", *sgd, "--iterations", "2", "--resume", ck1], "optimizer adamw, not sgd")
+
+
+def test_bad_new_train_arguments(capsys):
+    _fails(capsys, ["train", "--threads", "0", "--device", "cpu"], "--threads must be >= 1")
+    _fails(capsys, ["train", "--optimizer", "adam"], "invalid choice")
+    _fails(capsys, ["train", "--lr-schedule", "cosine", "--lr-steps", "3", "--device", "cpu"], "--lr-steps applies")
+    _fails(capsys, ["train", "--min-mask-ap50", "0.7", "--device", "cpu"], "needs --eval-at-end")
+    _fails(capsys, ["train", "--fpn-channels", "0", "--depth", "18", "--num-images", "2", "--iterations", "1",
+                    "--device", "cpu"], "fpn-channels must be a positive integer")

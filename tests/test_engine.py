@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from _tiny import TinyShapes, tiny_model
-from maskrcnn_fast.engine import NonFiniteLossError, Trainer, WarmupMultiStep, load_checkpoint
+from maskrcnn_fast.engine import NonFiniteLossError, Trainer, WarmupCosine, WarmupMultiStep, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +37,36 @@ def test_warmup_multistep():
     assert f(0) == pytest.approx(0.001)
     assert f(2) == pytest.approx(0.5005)
     assert [f(i) for i in (4, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def test_warmup_cosine():
+    f = WarmupCosine(total_iters=14, warmup_iters=4, warmup_factor=0.001)
+    assert f(0) == pytest.approx(0.001)
+    assert f(2) == pytest.approx(0.5005)
+    assert [f(i) for i in (4, 9, 14, 20)] == pytest.approx([1, 0.5, 0, 0], abs=1e-12)
+
+
+def test_adamw_cosine_resume_repeats_exactly(tmp_path):
+    kw = dict(iterations=6, optimizer="adamw", lr_schedule="cosine", lr=1e-3)
+    tr = _trainer(tmp_path / "a", checkpoint_every=3, keep_checkpoints=True, **kw)
+    assert isinstance(tr.optimizer, torch.optim.AdamW)
+    full = tr.fit()
+    # warm-up 4 of 6 steps, then the cosine: lr 1e-3 at step 4 (index 4), 0.5e-3 at index 5
+    assert [r["lr"] for r in full[4:]] == pytest.approx([1e-3, 0.5e-3])
+    ck3 = str(tmp_path / "a" / "checkpoint_0000003.pt")
+    assert load_checkpoint(ck3)["optimizer_name"] == "adamw"
+    resumed = _trainer(tmp_path / "b", resume=ck3, **kw).fit()
+    for a, b in zip(full[3:], resumed):
+        assert {k: v for k, v in a.items() if k != "images_per_s"} == {k: v for k, v in b.items() if k != "images_per_s"}
+    wa = load_checkpoint(str(tmp_path / "a"))["model"]
+    wb = load_checkpoint(str(tmp_path / "b"))["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    with pytest.raises(ValueError, match="optimizer adamw, not sgd"):
+        _trainer(iterations=6, lr_schedule="cosine", resume=ck3)
+    with pytest.raises(ValueError, match="lr schedule cosine, not multistep"):
+        _trainer(iterations=6, optimizer="adamw", resume=ck3)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        _trainer(iterations=6, optimizer="adam")
 
 
 def test_loss_falls():
