@@ -10,10 +10,9 @@ backbone configuration. The images and targets are two SyntheticShapes images (4
 each, exact masks). The samplers draw the same anchors and proposals for every impl (seeded
 before each iteration). ``extra_info`` records images/s and the losses.
 
-``train[bs2]`` runs our model as the builder makes it (frozen batch norms folded into the
-convolutions in training, NCHW). ``train_channels_last[bs2]`` also sets
-``model.backbone.channels_last = True`` (oneDNN's convolutions run faster on channels_last
-activations; off by default because it changes rounding), against torchvision's model as it is.
+Our model runs as the builder makes it: in training its frozen batch norms are folded into the
+convolutions, which then take channels_last activations (``backbone.channels_last`` None, the
+default; NCHW gives torchvision's rounding only when nothing is folded).
 
 CUDA only: the same iteration under fp32 and autocast fp16 (``train_cuda[...]``).
 """
@@ -51,7 +50,7 @@ def batch():
     return list(images), [{k: v for k, v in t.items() if k in ("boxes", "labels", "masks")} for t in targets]
 
 
-def _model(impl, state, device, channels_last=False):
+def _model(impl, state, device):
     if impl == "torchvision":
         model = _torchvision_model()
     else:
@@ -60,8 +59,6 @@ def _model(impl, state, device, channels_last=False):
             k[len("backbone.body."):]: v for k, v in state.items() if k.startswith("backbone.body.")
         } | {"fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)})
     model.load_state_dict(state)
-    if channels_last and impl != "torchvision":
-        model.backbone.channels_last = True
     return model.train().to(device)
 
 
@@ -78,31 +75,20 @@ def _iteration(model, images, targets, device, amp=False):
     return fn
 
 
-def _bench(benchmark, device, state, batch, impl, channels_last):
+# impl varies fastest: the three impls run back to back, under the same machine load
+@pytest.mark.parametrize("impl", IMPLS)
+def bench_train(benchmark, device, state, batch, impl):
+    if str(device).startswith("cuda"):
+        pytest.skip("the CUDA iteration is bench_train_cuda")
     images, targets = batch
-    model = _model(impl, state, device, channels_last)
-    benchmark.group = f"train{'_channels_last' if channels_last else ''}[bs{BS}]"
+    model = _model(impl, state, device)
+    benchmark.group = f"train[bs{BS}]"
     benchmark.extra_info["impl"] = impl
     benchmark.extra_info["device"] = str(device)
     losses = benchmark.pedantic(_iteration(model, images, targets, device), rounds=ROUNDS, iterations=1,
                                 warmup_rounds=1)
     benchmark.extra_info["losses"] = losses
     benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median
-
-
-# impl varies fastest: the three impls run back to back, under the same machine load
-@pytest.mark.parametrize("impl", IMPLS)
-def bench_train(benchmark, device, state, batch, impl):
-    if str(device).startswith("cuda"):
-        pytest.skip("the CUDA iteration is bench_train_cuda")
-    _bench(benchmark, device, state, batch, impl, channels_last=False)
-
-
-@pytest.mark.parametrize("impl", ["fused", "torchvision"])
-def bench_train_channels_last(benchmark, device, state, batch, impl):
-    if str(device).startswith("cuda"):
-        pytest.skip("the CUDA iteration is bench_train_cuda")
-    _bench(benchmark, device, state, batch, impl, channels_last=True)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
