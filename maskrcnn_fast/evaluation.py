@@ -23,6 +23,7 @@ from pycocotools.cocoeval import COCOeval
 __all__ = [
     "METRICS",
     "coco_from_dataset",
+    "encode_masks",
     "evaluate",
     "evaluate_predictions",
     "format_table",
@@ -65,7 +66,7 @@ def _base(dataset):
     return dataset
 
 
-def _encode_masks(masks: torch.Tensor) -> List[dict]:
+def encode_masks(masks: torch.Tensor) -> List[dict]:
     """uint8/bool [K, H, W] -> K compressed RLEs with str counts (JSON-ready)."""
     if masks.shape[0] == 0:
         return []
@@ -94,7 +95,7 @@ class _GroundTruthBuilder:
         k = len(labels)
         crowd = target["iscrowd"].cpu().tolist() if "iscrowd" in target else [0] * k
         masks = target.get("masks")
-        rles = _encode_masks(masks.detach().cpu() != 0) if masks is not None else None
+        rles = encode_masks(masks.detach().cpu() != 0) if masks is not None else None
         if masks is None and k:
             self.all_have_masks = False
         if "area" in target:
@@ -173,7 +174,7 @@ def to_coco_results(image_id: int, output: Mapping[str, torch.Tensor], label_to_
         m = output["masks"].detach()
         if m.dim() == 4:
             m = m[:, 0]
-        rles = _encode_masks(m > 0.5 if m.is_floating_point() else m != 0)
+        rles = encode_masks(m > 0.5 if m.is_floating_point() else m != 0)
     results = []
     for j, label in enumerate(labels):
         if label_to_cat_id is not None:
@@ -217,7 +218,7 @@ def _segm_ground_truth(coco_gt: COCO, verbose: bool) -> COCO:
     for a in anns:
         if not _valid_polygons(a.get("segmentation")):
             img = coco_gt.imgs[a["image_id"]]
-            a = dict(a, segmentation=_encode_masks(torch.zeros(1, img["height"], img["width"], dtype=torch.uint8))[0])
+            a = dict(a, segmentation=encode_masks(torch.zeros(1, img["height"], img["width"], dtype=torch.uint8))[0])
         fixed.append(a)
     gt = COCO()
     gt.dataset = dict(coco_gt.dataset, annotations=fixed)

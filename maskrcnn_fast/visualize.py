@@ -73,8 +73,8 @@ def detections_to_records(
     mask_thresh: float = 0.5,
 ) -> List[dict]:
     """One dict per detection: ``box`` [x1, y1, x2, y2], ``label``, ``label_name``, ``score`` and,
-    with masks, ``segmentation`` (COCO compressed RLE of the mask cut at ``mask_thresh``, when
-    pycocotools is installed) and ``mask_area`` (pixels)."""
+    with masks, ``segmentation`` (COCO compressed RLE of the mask cut at ``mask_thresh``) and
+    ``mask_area`` (pixels)."""
     boxes = det["boxes"].detach().cpu().float().tolist()
     labels = det["labels"].detach().cpu().tolist()
     scores = det["scores"].detach().cpu().float().tolist()
@@ -85,21 +85,17 @@ def detections_to_records(
         if m.dim() == 4:
             m = m[:, 0]
         bin_masks = m > mask_thresh if m.is_floating_point() else m.bool()
-    try:
-        from pycocotools import mask as coco_mask
-    except ImportError:  # masks then only as their areas
-        coco_mask = None
+    rles = None
+    if bin_masks is not None:
+        from .evaluation import encode_masks
+
+        rles = encode_masks(bin_masks)
     out = []
     for i, (box, lab, sc) in enumerate(zip(boxes, labels, scores)):
         rec = {"box": [round(v, 2) for v in box], "label": int(lab),
                "label_name": _label_name(int(lab), class_names), "score": round(float(sc), 5)}
-        if bin_masks is not None:
-            mi = bin_masks[i]
-            rec["mask_area"] = int(mi.sum())
-            if coco_mask is not None:
-                import numpy as np
-
-                rle = coco_mask.encode(np.asfortranarray(mi.numpy().astype(np.uint8)))
-                rec["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        if rles is not None:
+            rec["mask_area"] = int(bin_masks[i].sum())
+            rec["segmentation"] = {"size": [int(v) for v in rles[i]["size"]], "counts": rles[i]["counts"]}
         out.append(rec)
     return out
