@@ -4,16 +4,32 @@
 #include <Python.h>
 #include <torch/library.h>
 
+// Built twice: into maskrcnn_fast._C (torch.ops.maskrcnn_fast) and, with MF_EMU, into the
+// emulated-CUDA extension maskrcnn_fast._C_emu (torch.ops.maskrcnn_fast_emu, the CUDA kernels
+// run on CPU tensors): one source of schemas for both.
+#ifdef MF_EMU
+#define MF_LIBRARY_NAME maskrcnn_fast_emu
+#define MF_MODULE_INIT PyInit__C_emu
+#define MF_MODULE_NAME "_C_emu"
+#else
+#define MF_LIBRARY_NAME maskrcnn_fast
+#define MF_MODULE_INIT PyInit__C
+#define MF_MODULE_NAME "_C"
+#endif
+// Expands MF_LIBRARY_NAME before TORCH_LIBRARY pastes it.
+#define MF_TORCH_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+
 // A module init so that `import maskrcnn_fast._C` loads the library and runs the static
 // registrations below; the ops themselves are reached through torch.ops.
 extern "C" {
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+PyObject* MF_MODULE_INIT(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, MF_MODULE_NAME, nullptr, -1,
+                                          nullptr};
   return PyModule_Create(&module_def);
 }
 }
 
-TORCH_LIBRARY(maskrcnn_fast, m) {
+MF_TORCH_LIBRARY(MF_LIBRARY_NAME, m) {
   // ---- section: anchors, box coder -------------------------------------------------
   // Anchors of all FPN levels, one launch: cell_anchors [sum A_l, 4] (levels concatenated),
   // num_cell_anchors [A_l], grid_sizes and strides flattened (h, w) pairs per level.

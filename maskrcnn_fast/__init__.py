@@ -39,8 +39,12 @@ def build_info():
     (the torch imported now), ``cuda`` (CUDA version built against, or None), ``cuda_arch_list``
     (architectures of the CUDA kernels), ``cuda_kernels`` (True when CUDA kernels are loaded),
     ``extension`` (True when the compiled extension is loaded; False: every op runs on the
-    pure-PyTorch reference) and ``extension_error`` (why it is not loaded, else None).
+    pure-PyTorch reference), ``extension_error`` (why it is not loaded, else None) and
+    ``emulated_cuda`` (True when the emulated-CUDA test extension _C_emu loads: see
+    :mod:`maskrcnn_fast.emulated`).
     """
+    from . import emulated
+
     loaded = _extension_error is None
     return {
         "version": __version__,
@@ -51,9 +55,11 @@ def build_info():
         "cuda_kernels": bool(loaded and _cfg and _cfg.with_cuda),
         "extension": loaded,
         "extension_error": _extension_error,
+        "emulated_cuda": emulated.available(),
     }
 
+from . import emulated  # noqa: E402
 from .cuda_graph import capture as capture_cuda_graph  # noqa: E402
 from .inference import optimize_for_inference  # noqa: E402
 
-__all__ += ["models", "optimize_for_inference", "capture_cuda_graph"]
+__all__ += ["models", "optimize_for_inference", "capture_cuda_graph", "emulated"]

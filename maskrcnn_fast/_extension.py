@@ -17,9 +17,11 @@ from typing import Optional
 
 import torch
 
-__all__ = ["ENV_NO_EXT", "build_config", "check_torch", "load"]
+__all__ = ["ENV_EMU_LIB", "ENV_NO_EXT", "build_config", "check_torch", "load", "load_emu"]
 
 ENV_NO_EXT = "MASKRCNN_FAST_NO_EXT"
+# A path to another build of _C_emu (make sanitize's instrumented ones) to load instead.
+ENV_EMU_LIB = "MASKRCNN_FAST_EMU_LIB"
 
 
 def build_config():
@@ -77,3 +79,27 @@ def load(cfg) -> Optional[str]:
     except (ImportError, OSError) as e:
         return f"{type(e).__name__}: {e}"
     return None
+
+
+_emu_error = "not loaded yet"
+
+
+def load_emu(cfg) -> Optional[str]:
+    """Loads the emulated-CUDA extension _C_emu (torch.ops.maskrcnn_fast_emu: the kernels of
+    csrc/cuda compiled as host C++, on CPU tensors) once. Returns None when it is loaded, else
+    why not. Tests only: wheels do not ship it."""
+    global _emu_error
+    if _emu_error != "not loaded yet":
+        return _emu_error
+    path = os.environ.get(ENV_EMU_LIB, "").strip()
+    try:
+        if cfg is not None:
+            check_torch(cfg)
+        if path:
+            torch.ops.load_library(path)
+        else:
+            importlib.import_module("._C_emu", __package__)
+        _emu_error = None
+    except (ImportError, OSError) as e:
+        _emu_error = f"{type(e).__name__}: {e}"
+    return _emu_error

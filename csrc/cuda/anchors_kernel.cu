@@ -3,12 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
+
+#include "cuda/launch.cuh"
 
 #include "common/box_checks.h"
 #include "common/box_math.h"
@@ -32,25 +31,24 @@ at::Tensor grid_anchors_cuda(const at::Tensor& cell_anchors, at::IntArrayRef num
                              at::IntArrayRef grid_sizes, at::IntArrayRef strides) {
   const AnchorLayout layout =
       check_grid_anchors(cell_anchors, num_cell_anchors, grid_sizes, strides);
-  c10::cuda::CUDAGuard guard(cell_anchors.device());
+  DeviceGuard guard(cell_anchors.device());
   at::Tensor out = at::empty({layout.total, 4}, cell_anchors.options());
   if (layout.total == 0) return out;
   const at::Tensor cell = cell_anchors.contiguous();
   const int64_t blocks = std::min<int64_t>((layout.total + kThreads - 1) / kThreads, 8192);
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cell.scalar_type(), "grid_anchors",
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    grid_anchors_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-        layout, cell.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(grid_anchors_kernel<scalar_t, acc_t>, blocks, kThreads, stream, layout,
+           cell.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("grid_anchors", &grid_anchors_cuda);
 }
 

@@ -3,12 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
+
+#include "cuda/launch.cuh"
 
 #include "common/box_checks.h"
 #include "common/box_math.h"
@@ -66,7 +65,7 @@ at::Tensor decode_boxes_cuda(const at::Tensor& rel_codes, const at::Tensor& boxe
                              at::ArrayRef<double> weights, double bbox_xform_clip,
                              at::OptionalIntArrayRef image_size) {
   check_decode_boxes(rel_codes, boxes, weights, image_size);
-  c10::cuda::CUDAGuard guard(rel_codes.device());
+  DeviceGuard guard(rel_codes.device());
   const at::Tensor codes = rel_codes.contiguous();
   // torchvision casts the reference boxes to the codes' dtype before any arithmetic.
   const at::Tensor ref = boxes.to(codes.scalar_type()).contiguous();
@@ -74,16 +73,15 @@ at::Tensor decode_boxes_cuda(const at::Tensor& rel_codes, const at::Tensor& boxe
   const int64_t K = codes.size(0);
   const int64_t C = codes.size(1) / 4;
   if (K == 0 || C == 0) return out;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "decode_boxes",
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const DecodeParams<acc_t> p =
         make_decode_params<scalar_t, acc_t>(weights, bbox_xform_clip, image_size);
-    decode_boxes_kernel<scalar_t, acc_t><<<num_blocks(K * C), kThreads, 0, stream>>>(
-        codes.const_data_ptr<scalar_t>(), ref.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<scalar_t>(), K, C, p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(decode_boxes_kernel<scalar_t, acc_t>, num_blocks(K * C), kThreads, stream,
+           codes.const_data_ptr<scalar_t>(), ref.const_data_ptr<scalar_t>(),
+           out.mutable_data_ptr<scalar_t>(), K, C, p);
   });
   return out;
 }
@@ -91,7 +89,7 @@ at::Tensor decode_boxes_cuda(const at::Tensor& rel_codes, const at::Tensor& boxe
 at::Tensor encode_boxes_cuda(const at::Tensor& reference_boxes, const at::Tensor& proposals,
                              at::ArrayRef<double> weights) {
   check_encode_boxes(reference_boxes, proposals, weights);
-  c10::cuda::CUDAGuard guard(reference_boxes.device());
+  DeviceGuard guard(reference_boxes.device());
   const auto dtype = at::promote_types(reference_boxes.scalar_type(), proposals.scalar_type());
   const std::vector<double> w = round_weights_to(weights, reference_boxes.scalar_type());
   const at::Tensor ref = reference_boxes.to(dtype).contiguous();
@@ -99,21 +97,20 @@ at::Tensor encode_boxes_cuda(const at::Tensor& reference_boxes, const at::Tensor
   const int64_t K = ref.size(0);
   at::Tensor out = at::empty({K, 4}, ref.options());
   if (K == 0) return out;
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "encode_boxes", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    encode_boxes_kernel<scalar_t, acc_t><<<num_blocks(K), kThreads, 0, stream>>>(
-        ref.const_data_ptr<scalar_t>(), prop.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<scalar_t>(), K, static_cast<acc_t>(w[0]), static_cast<acc_t>(w[1]),
-        static_cast<acc_t>(w[2]), static_cast<acc_t>(w[3]));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(encode_boxes_kernel<scalar_t, acc_t>, num_blocks(K), kThreads, stream,
+           ref.const_data_ptr<scalar_t>(), prop.const_data_ptr<scalar_t>(),
+           out.mutable_data_ptr<scalar_t>(), K, static_cast<acc_t>(w[0]), static_cast<acc_t>(w[1]),
+           static_cast<acc_t>(w[2]), static_cast<acc_t>(w[3]));
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("decode_boxes", &decode_boxes_cuda);
   m.impl("encode_boxes", &encode_boxes_cuda);
 }

@@ -3,12 +3,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
+
+#include "cuda/launch.cuh"
 
 #include "common/iou_checks.h"
 #include "common/iou_math.h"
@@ -33,26 +32,24 @@ __global__ void box_iou_kernel(const T* __restrict__ b1, const T* __restrict__ b
 
 at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   check_box_iou(boxes1, boxes2);
-  c10::cuda::CUDAGuard guard(boxes1.device());
+  DeviceGuard guard(boxes1.device());
   const at::Tensor b1 = boxes1.contiguous();
   const at::Tensor b2 = boxes2.contiguous();
   const int64_t M = b1.size(0), N = b2.size(0);
   at::Tensor out = at::empty({M, N}, b1.options().dtype(at::toOpMathType(b1.scalar_type())));
   if (M == 0 || N == 0) return out;
   const int64_t blocks = std::min<int64_t>((M * N + kThreads - 1) / kThreads, 65536);
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "box_iou", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    box_iou_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-        b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(),
-        out.mutable_data_ptr<acc_t>(), M, N);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(box_iou_kernel<scalar_t, acc_t>, blocks, kThreads, stream, b1.const_data_ptr<scalar_t>(),
+           b2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<acc_t>(), M, N);
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) { m.impl("box_iou", &box_iou_cuda); }
+MF_CUDA_LIBRARY_IMPL(m) { m.impl("box_iou", &box_iou_cuda); }
 
 }  // namespace maskrcnn_fast

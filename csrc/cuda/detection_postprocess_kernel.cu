@@ -11,10 +11,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include "cuda/launch.cuh"
 
 #include "common/box_checks.h"
 #include "common/detection_checks.h"
@@ -106,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
   const DetectionShape s = check_detection_postprocess(
       class_logits, box_regression, proposals, proposal_counts, image_sizes, weights,
       bbox_xform_clip, score_thresh, nms_thresh, detections_per_img);
-  c10::cuda::CUDAGuard guard(class_logits.device());
+  DeviceGuard guard(class_logits.device());
   const int64_t N = s.num_images, P = s.num_proposals, C = s.num_classes, D = detections_per_img;
   const int64_t M = P * (C - 1);
   const auto opts = class_logits.options();
@@ -121,7 +120,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
     out_index.zero_();
     return {out_boxes, out_scores, out_labels, at::zeros({N}, opts.dtype(at::kLong)), out_index};
   }
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   const at::Tensor sizes = image_sizes.to(at::kLong).contiguous();
   at::Tensor pc;
   if (proposal_counts.has_value()) pc = proposal_counts->to(at::kLong).contiguous();
@@ -136,14 +135,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
                                   "detection_postprocess_cuda", [&] {
     using T = at::opmath_type<scalar_t>;
     const DecodeParams<T> base = make_decode_params<scalar_t, T>(weights, bbox_xform_clip, {});
-    detection_candidates_kernel<scalar_t, T><<<grid_for(N * P, 128), 128, 0, stream>>>(
-        lg.const_data_ptr<scalar_t>(), rg.const_data_ptr<scalar_t>(),
-        pr.const_data_ptr<scalar_t>(), pc.defined() ? pc.const_data_ptr<int64_t>() : nullptr,
-        sizes.const_data_ptr<int64_t>(), N, P, C, base,
-        static_cast<T>(static_cast<scalar_t>(score_thresh)),
-        static_cast<T>(static_cast<scalar_t>(1e-2)), boxes.mutable_data_ptr<scalar_t>(),
-        key.mutable_data_ptr<scalar_t>(), cat.mutable_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(detection_candidates_kernel<scalar_t, T>, grid_for(N * P, 128), 128, stream,
+           lg.const_data_ptr<scalar_t>(), rg.const_data_ptr<scalar_t>(),
+           pr.const_data_ptr<scalar_t>(), pc.defined() ? pc.const_data_ptr<int64_t>() : nullptr,
+           sizes.const_data_ptr<int64_t>(), N, P, C, base,
+           static_cast<T>(static_cast<scalar_t>(score_thresh)),
+           static_cast<T>(static_cast<scalar_t>(1e-2)), boxes.mutable_data_ptr<scalar_t>(),
+           key.mutable_data_ptr<scalar_t>(), cat.mutable_data_ptr<int64_t>());
   });
 
   const at::Tensor by_score = std::get<1>(key.sort(/*stable=*/true, 0, /*descending=*/true));
@@ -162,19 +160,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, class_logits.scalar_type(),
                                   "detection_postprocess_cuda_out", [&] {
-    detection_output_kernel<scalar_t><<<grid_for(N * D, kThreads), kThreads, 0, stream>>>(
-        boxes.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-        top.const_data_ptr<int64_t>(), counts.const_data_ptr<int64_t>(), N, P, C, D,
-        out_boxes.mutable_data_ptr<scalar_t>(), out_scores.mutable_data_ptr<scalar_t>(),
-        out_labels.mutable_data_ptr<int64_t>(), out_index.mutable_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(detection_output_kernel<scalar_t>, grid_for(N * D, kThreads), kThreads, stream,
+           boxes.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+           top.const_data_ptr<int64_t>(), counts.const_data_ptr<int64_t>(), N, P, C, D,
+           out_boxes.mutable_data_ptr<scalar_t>(), out_scores.mutable_data_ptr<scalar_t>(),
+           out_labels.mutable_data_ptr<int64_t>(), out_index.mutable_data_ptr<int64_t>());
   });
   return {out_boxes, out_scores, out_labels, counts, out_index};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("detection_postprocess", &detection_postprocess_cuda);
 }
 

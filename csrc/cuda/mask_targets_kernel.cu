@@ -15,13 +15,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "cuda/launch.cuh"
 
 #include "common/mask_targets_checks.h"
 #include "common/mask_targets_math.h"
@@ -120,14 +119,14 @@ at::Tensor mask_targets_cuda(const at::TensorList masks, const at::Tensor& boxes
                              int64_t size) {
   const std::vector<MaskPlanes> planes =
       check_mask_targets_inputs(masks, boxes, image_index, matched_index, size);
-  c10::cuda::CUDAGuard guard(boxes.device());
+  DeviceGuard guard(boxes.device());
   const int64_t k = boxes.size(0);
   at::Tensor out = at::empty({k, size, size}, boxes.options());
   if (k == 0) return out;
   const at::Tensor b = boxes.contiguous();
   const at::Tensor img = image_index.contiguous();
   const at::Tensor gt = matched_index.contiguous();
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   const int64_t total = static_cast<int64_t>(planes.size());
   const unsigned int blocks =
       static_cast<unsigned int>(std::min<int64_t>(k, int64_t(1) << 20));  // grid-stride rest
@@ -141,11 +140,10 @@ at::Tensor mask_targets_cuda(const at::TensorList masks, const at::Tensor& boxes
       table.num = std::min<int64_t>(kImagesPerLaunch, total - first);
       table.total = total;
       for (int64_t i = 0; i < table.num; ++i) table.planes[i] = planes[first + i];
-      mask_targets_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          table, b.const_data_ptr<scalar_t>(), img.const_data_ptr<int64_t>(),
-          gt.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), k,
-          static_cast<int>(size));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch(mask_targets_kernel<scalar_t, acc_t>, blocks, kThreads, stream, table,
+             b.const_data_ptr<scalar_t>(), img.const_data_ptr<int64_t>(),
+             gt.const_data_ptr<int64_t>(), out.mutable_data_ptr<scalar_t>(), k,
+             static_cast<int>(size));
     }
   });
   return out;
@@ -153,7 +151,7 @@ at::Tensor mask_targets_cuda(const at::TensorList masks, const at::Tensor& boxes
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("mask_targets", &mask_targets_cuda);
 }
 

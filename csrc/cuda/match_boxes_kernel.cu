@@ -10,13 +10,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
+
+#include "cuda/launch.cuh"
 
 #include "common/iou_checks.h"
 #include "common/iou_math.h"
@@ -153,7 +152,7 @@ at::Tensor match_boxes_cuda(const at::Tensor& gt_boxes, const at::Tensor& gt_cou
                             double high_threshold, double low_threshold,
                             bool allow_low_quality_matches) {
   check_match_boxes(gt_boxes, gt_counts, boxes, box_counts, high_threshold, low_threshold);
-  c10::cuda::CUDAGuard guard(gt_boxes.device());
+  DeviceGuard guard(gt_boxes.device());
   const at::Tensor gt = gt_boxes.contiguous();
   const at::Tensor bx = boxes.contiguous();
   const at::Tensor gc = gt_counts.contiguous();
@@ -172,7 +171,7 @@ at::Tensor match_boxes_cuda(const at::Tensor& gt_boxes, const at::Tensor& gt_cou
   const int64_t bx_blocks = std::min<int64_t>((d.T + kThreads - 1) / kThreads, 2048);
   const dim3 grid(static_cast<unsigned>(bx_blocks),
                   static_cast<unsigned>(std::min<int64_t>(d.N, 65535)));
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, gt.scalar_type(), "match_boxes", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using K = typename IouKeyOf<acc_t>::type;
@@ -184,21 +183,19 @@ at::Tensor match_boxes_cuda(const at::Tensor& gt_boxes, const at::Tensor& gt_cou
       // The key 0 is below every IoU: the max over no box.
       keys = at::zeros({d.N, d.G}, gt.options().dtype(sizeof(K) == 4 ? at::kInt : at::kLong));
       K* k = reinterpret_cast<K*>(keys.mutable_data_ptr());
-      best_per_gt_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(gt_ptr, gc_ptr, bx_ptr,
-                                                                          bc_ptr, d, k);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      launch(best_per_gt_kernel<scalar_t, acc_t>, grid, kThreads, stream, gt_ptr, gc_ptr, bx_ptr,
+             bc_ptr, d, k);
       key_ptr = k;
     }
-    match_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-        gt_ptr, gc_ptr, bx_ptr, bc_ptr, d, key_ptr, static_cast<acc_t>(high_threshold),
-        static_cast<acc_t>(low_threshold), out.mutable_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(match_kernel<scalar_t, acc_t>, grid, kThreads, stream, gt_ptr, gc_ptr, bx_ptr, bc_ptr, d,
+           key_ptr, static_cast<acc_t>(high_threshold), static_cast<acc_t>(low_threshold),
+           out.mutable_data_ptr<int64_t>());
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) { m.impl("match_boxes", &match_boxes_cuda); }
+MF_CUDA_LIBRARY_IMPL(m) { m.impl("match_boxes", &match_boxes_cuda); }
 
 }  // namespace maskrcnn_fast

@@ -9,13 +9,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <vector>
+
+#include "cuda/launch.cuh"
 
 #include "common/multilevel_math.h"
 #include "common/multilevel_roi_align_checks.h"
@@ -103,7 +102,7 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
                                      double eps) {
   check_multilevel_roi_align(features, rois, scales, pooled_height, pooled_width, sampling_ratio,
                              canonical_scale, canonical_level, eps);
-  c10::cuda::CUDAGuard guard(rois.device());
+  DeviceGuard guard(rois.device());
   const int64_t K = rois.size(0), N = features[0].size(0), C = features[0].size(1);
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
   if (out.numel() == 0) return out;
@@ -120,11 +119,9 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
                                                        sampling_ratio, aligned, canonical_scale,
                                                        canonical_level, eps, true);
         const int64_t total = out.numel();
-        multilevel_roi_align_forward_kernel<scalar_t, acc_t>
-            <<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                total, rois_c.const_data_ptr<acc_t>(), f, p, channels_fastest,
-                out.mutable_data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch(multilevel_roi_align_forward_kernel<scalar_t, acc_t>, blocks_for(total), kThreads,
+               current_stream(), total, rois_c.const_data_ptr<acc_t>(), f, p, channels_fastest,
+               out.mutable_data_ptr<scalar_t>());
       });
   return out;
 }
@@ -137,7 +134,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
   check_multilevel_roi_align_backward(grad, rois, scales, pooled_height, pooled_width,
                                       sampling_ratio, canonical_scale, canonical_level, eps,
                                       batch_size, channels, heights, widths);
-  c10::cuda::CUDAGuard guard(grad.device());
+  DeviceGuard guard(grad.device());
   const at::ScalarType dtype = grad.scalar_type();
   // Reduced types accumulate in float (atomics on float) and are rounded once at the end.
   std::vector<at::Tensor> acc_grads;
@@ -158,11 +155,9 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
           const PoolParams<acc_t> p = make_pool_params<acc_t>(
               batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned,
               canonical_scale, canonical_level, eps, true);
-          multilevel_roi_align_backward_kernel<scalar_t, acc_t>
-              <<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                  total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<acc_t>(),
-                  f, p);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          launch(multilevel_roi_align_backward_kernel<scalar_t, acc_t>, blocks_for(total), kThreads,
+                 current_stream(), total, grad_c.const_data_ptr<scalar_t>(),
+                 rois_c.const_data_ptr<acc_t>(), f, p);
         });
   }
   std::vector<at::Tensor> grads;
@@ -172,7 +167,7 @@ std::vector<at::Tensor> multilevel_roi_align_backward_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("multilevel_roi_align", &multilevel_roi_align_cuda);
   m.impl("_multilevel_roi_align_backward", &multilevel_roi_align_backward_cuda);
 }

@@ -24,10 +24,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
+
+#include "cuda/launch.cuh"
 
 #include "common/nms_math.h"
 
@@ -267,7 +267,7 @@ at::Tensor segmented_keep(const at::Tensor& boxes, const at::Tensor& order, cons
                           double iou_threshold, int64_t max_band = kBatchedBand) {
   const int32_t n = static_cast<int32_t>(order.size(0));
   const int64_t tiles = (n + kTile - 1) / kTile;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   const auto opts = boxes.options();
   at::Tensor keep = at::zeros({n}, opts.dtype(at::kByte));
 
@@ -278,17 +278,14 @@ at::Tensor segmented_keep(const at::Tensor& boxes, const at::Tensor& order, cons
     seg_lo = at::empty({n}, opts.dtype(at::kInt));
     seg_hi = at::empty({n}, opts.dtype(at::kInt));
     at::Tensor flags = at::empty({2, n}, opts.dtype(at::kInt));
-    segment_bounds_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-        cat.data_ptr<int64_t>(), n, seg_lo.data_ptr<int32_t>(), seg_hi.data_ptr<int32_t>(),
-        flags.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(segment_bounds_kernel, grid_for(n, kThreads), kThreads, stream, cat.data_ptr<int64_t>(),
+           n, seg_lo.data_ptr<int32_t>(), seg_hi.data_ptr<int32_t>(), flags.data_ptr<int32_t>());
     const at::Tensor ids = at::cumsum(flags, 1, at::kInt);
     lists = at::empty({2, n}, opts.dtype(at::kInt));
     counts = at::empty({2}, opts.dtype(at::kInt));
-    segment_lists_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-        flags.data_ptr<int32_t>(), ids.data_ptr<int32_t>(), n, lists.data_ptr<int32_t>(),
-        lists.data_ptr<int32_t>() + n, counts.data_ptr<int32_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(segment_lists_kernel, grid_for(n, kThreads), kThreads, stream, flags.data_ptr<int32_t>(),
+           ids.data_ptr<int32_t>(), n, lists.data_ptr<int32_t>(), lists.data_ptr<int32_t>() + n,
+           counts.data_ptr<int32_t>());
     segs = Segments{n, seg_lo.data_ptr<int32_t>(), seg_hi.data_ptr<int32_t>(),
                     lists.data_ptr<int32_t>(), lists.data_ptr<int32_t>() + n,
                     counts.data_ptr<int32_t>()};
@@ -308,19 +305,16 @@ at::Tensor segmented_keep(const at::Tensor& boxes, const at::Tensor& order, cons
     using T = at::opmath_type<scalar_t>;
     at::Tensor sorted = at::empty({n, static_cast<int64_t>(sizeof(SortedBox<T>))}, opts.dtype(at::kByte));
     auto* sb = reinterpret_cast<SortedBox<T>*>(sorted.data_ptr<uint8_t>());
-    gather_boxes_kernel<scalar_t, T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-        boxes.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), n, sb);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(gather_boxes_kernel<scalar_t, T>, grid_for(n, kThreads), kThreads, stream,
+           boxes.data_ptr<scalar_t>(), order.data_ptr<int64_t>(), n, sb);
     const T thr = nms_threshold_as<T>(iou_threshold);
     auto* mask_ptr = reinterpret_cast<u64*>(mask.data_ptr<int64_t>());
     const dim3 mask_grid(static_cast<unsigned>(std::min<int64_t>(max_tiles, 65535)),
                          static_cast<unsigned>(std::min<int64_t>(band, kMaskWordsPerBlock)));
-    mask_kernel<T><<<mask_grid, kTile, 0, stream>>>(sb, segs, band, thr, mask_ptr);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    scan_kernel<T><<<static_cast<unsigned>(max_segments), kScanThreads, 0, stream>>>(
-        sb, segs, mask_ptr, band, thr, reinterpret_cast<u64*>(removed.data_ptr<int64_t>()),
-        keep.data_ptr<uint8_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(mask_kernel<T>, mask_grid, kTile, stream, sb, segs, band, thr, mask_ptr);
+    launch(scan_kernel<T>, static_cast<unsigned>(max_segments), kScanThreads, stream, sb, segs,
+           mask_ptr, band, thr, reinterpret_cast<u64*>(removed.data_ptr<int64_t>()),
+           keep.data_ptr<uint8_t>());
   });
   return keep;
 }

@@ -1,8 +1,9 @@
 // CUDA nms and batched_nms on the segmented machinery of cuda/nms_impl.cuh; the only host
 // sync is the final masked_select, which the exact-size output needs.
 #include <ATen/ATen.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include "cuda/launch.cuh"
 
 #include "common/nms_checks.h"
 #include "cuda/nms_impl.cuh"
@@ -12,7 +13,7 @@ namespace {
 
 at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   check_nms_inputs(boxes, scores, iou_threshold);
-  c10::cuda::CUDAGuard guard(boxes.device());
+  DeviceGuard guard(boxes.device());
   if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor b = boxes.contiguous();
   const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
@@ -23,7 +24,7 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
 at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
                             const at::Tensor& idxs, double iou_threshold) {
   check_batched_nms_inputs(boxes, scores, idxs, iou_threshold);
-  c10::cuda::CUDAGuard guard(boxes.device());
+  DeviceGuard guard(boxes.device());
   if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   const at::Tensor b = boxes.contiguous();
   const at::Tensor by_score =
@@ -41,7 +42,7 @@ at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores,
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("nms", &nms_cuda);
   m.impl("batched_nms", &batched_nms_cuda);
 }

@@ -9,10 +9,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include "cuda/launch.cuh"
 
 #include "common/paste_masks_checks.h"
 #include "common/paste_masks_math.h"
@@ -95,7 +94,7 @@ at::Tensor paste_masks_cuda(const at::Tensor& masks, const at::Tensor& boxes,
                             int64_t out_width, int64_t padding, std::optional<double> threshold) {
   PasteMasksArgs a = check_paste_masks_inputs(masks, boxes, image_index, image_sizes, out_height,
                                               out_width, padding, threshold);
-  c10::cuda::CUDAGuard guard(masks.device());
+  DeviceGuard guard(masks.device());
   const auto out_dtype = threshold.has_value() ? at::kByte : masks.scalar_type();
   at::Tensor out = at::empty({a.n, out_height, out_width}, masks.options().dtype(out_dtype));
   if (out.numel() == 0) return out;
@@ -126,25 +125,24 @@ at::Tensor paste_masks_cuda(const at::Tensor& masks, const at::Tensor& boxes,
   const int threads = static_cast<int>(mf_min<int64_t>(256, (out_width + 31) / 32 * 32));
   const int64_t rows = a.n * out_height;
   const unsigned int blocks = static_cast<unsigned int>(mf_min<int64_t>(rows, int64_t(1) << 20));
-  auto stream = c10::cuda::getCurrentCUDAStream();
+  auto stream = current_stream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, masks.scalar_type(),
                                   "paste_masks_cuda", [&] {
     if (threshold.has_value()) {
-      paste_masks_kernel<scalar_t, uint8_t><<<blocks, threads, 0, stream>>>(
-          p, a.masks.const_data_ptr<scalar_t>(), *threshold, out.data_ptr<uint8_t>());
+      launch(paste_masks_kernel<scalar_t, uint8_t>, blocks, threads, stream, p,
+             a.masks.const_data_ptr<scalar_t>(), *threshold, out.data_ptr<uint8_t>());
     } else {
-      paste_masks_kernel<scalar_t, scalar_t><<<blocks, threads, 0, stream>>>(
-          p, a.masks.const_data_ptr<scalar_t>(), 0.0, out.data_ptr<scalar_t>());
+      launch(paste_masks_kernel<scalar_t, scalar_t>, blocks, threads, stream, p,
+             a.masks.const_data_ptr<scalar_t>(), 0.0, out.data_ptr<scalar_t>());
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("paste_masks", TORCH_FN(paste_masks_cuda));
 }
 

@@ -13,13 +13,12 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
+
+#include "cuda/launch.cuh"
 
 #include "common/roi_align_axis.h"
 #include "common/roi_align_checks.h"
@@ -219,7 +218,7 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
                                   int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   check_roi_align_inputs(input, rois, spatial_scale, pooled_height, pooled_width,
                          sampling_ratio);
-  c10::cuda::CUDAGuard guard(input.device());
+  DeviceGuard guard(input.device());
   const bool cl = roi_align_channels_last(input);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const int64_t K = rois.size(0), C = input.size(1);
@@ -231,22 +230,20 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
   const int64_t bins = pooled_height * pooled_width;
   const int64_t cpb = block_channels(C, bins, cl);
   const int64_t items = K * ((C + cpb - 1) / cpb);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto launch = [&](auto kernel) {
-      kernel<<<grid_size(items), kThreads, 0, stream>>>(
-          x.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-          output.mutable_data_ptr<scalar_t>(), K, x.size(0), C, static_cast<int>(x.size(2)),
-          static_cast<int>(x.size(3)), static_cast<int>(pooled_height),
-          static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned,
-          static_cast<acc_t>(spatial_scale), cpb);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto run = [&](auto kernel) {
+      launch(kernel, grid_size(items), kThreads, stream, x.const_data_ptr<scalar_t>(),
+             r.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>(), K, x.size(0), C,
+             static_cast<int>(x.size(2)), static_cast<int>(x.size(3)),
+             static_cast<int>(pooled_height), static_cast<int>(pooled_width),
+             static_cast<int>(sampling_ratio), aligned, static_cast<acc_t>(spatial_scale), cpb);
     };
     if (cl) {
-      launch(roi_align_forward_kernel<scalar_t, acc_t, true>);
+      run(roi_align_forward_kernel<scalar_t, acc_t, true>);
     } else {
-      launch(roi_align_forward_kernel<scalar_t, acc_t, false>);
+      run(roi_align_forward_kernel<scalar_t, acc_t, false>);
     }
   });
   return output;
@@ -259,7 +256,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
                                    bool aligned) {
   check_roi_align_backward_inputs(grad, rois, spatial_scale, pooled_height, pooled_width,
                                   batch_size, channels, height, width, sampling_ratio);
-  c10::cuda::CUDAGuard guard(grad.device());
+  DeviceGuard guard(grad.device());
   const bool cl = roi_align_channels_last(grad);
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto opts = grad.options().memory_format(fmt);
@@ -278,20 +275,18 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
       const int64_t bins = pooled_height * pooled_width;
       const int64_t cpb = block_channels(channels, bins, cl);
       const int64_t items = K * ((channels + cpb - 1) / cpb);
-      const auto stream = c10::cuda::getCurrentCUDAStream();
-      auto launch = [&](auto kernel) {
-        kernel<<<grid_size(items), kThreads, 0, stream>>>(
-            g.const_data_ptr<scalar_t>(), r.const_data_ptr<scalar_t>(),
-            gin.mutable_data_ptr<acc_t>(), K, batch_size, channels, static_cast<int>(height),
-            static_cast<int>(width), static_cast<int>(pooled_height),
-            static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned,
-            static_cast<acc_t>(spatial_scale), cpb);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const auto stream = current_stream();
+      auto run = [&](auto kernel) {
+        launch(kernel, grid_size(items), kThreads, stream, g.const_data_ptr<scalar_t>(),
+               r.const_data_ptr<scalar_t>(), gin.mutable_data_ptr<acc_t>(), K, batch_size, channels,
+               static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
+               static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned,
+               static_cast<acc_t>(spatial_scale), cpb);
       };
       if (cl) {
-        launch(roi_align_backward_kernel<scalar_t, acc_t, true>);
+        run(roi_align_backward_kernel<scalar_t, acc_t, true>);
       } else {
-        launch(roi_align_backward_kernel<scalar_t, acc_t, false>);
+        run(roi_align_backward_kernel<scalar_t, acc_t, false>);
       }
     }
     result = std::is_same_v<acc_t, scalar_t> ? gin : gin.to(grad.scalar_type());
@@ -301,7 +296,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("roi_align", &roi_align_forward_cuda);
   m.impl("_roi_align_backward", &roi_align_backward_cuda);
 }

@@ -11,13 +11,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cmath>
 #include <vector>
+
+#include "cuda/launch.cuh"
 
 #include "common/rpn_checks.h"
 #include "common/rpn_math.h"
@@ -94,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
   const RpnLayout layout =
       check_rpn_proposals(objectness, pred_bbox_deltas, cell_anchors, strides, image_sizes,
                           pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh);
-  c10::cuda::CUDAGuard guard(objectness[0].device());
+  DeviceGuard guard(objectness[0].device());
   const int64_t N = layout.num_images, K = layout.num_candidates, L = layout.num_levels;
   const auto opts = objectness[0].options();
   at::Tensor out_boxes = at::empty({N, post_nms_top_n, 4}, opts);
@@ -106,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
   }
   TORCH_CHECK(N * K <= static_cast<int64_t>(INT32_MAX),
               "rpn_proposals: at most 2^31 - 1 candidates in all (N * pre_nms_top_n * levels)");
-  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const auto stream = current_stream();
   const at::Tensor sizes = image_sizes.to(at::kLong).contiguous();
 
   std::vector<at::Tensor> keep_alive;
@@ -132,11 +131,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
       keep_alive.insert(keep_alive.end(), {de, ca, values, index});
     }
     const T xform_clip = static_cast<T>(static_cast<scalar_t>(std::log(1000.0 / 16)));
-    rpn_candidates_kernel<scalar_t, T><<<grid_for(N * K, kThreads), kThreads, 0, stream>>>(
-        layout, ptrs, sizes.const_data_ptr<int64_t>(), xform_clip,
-        make_rpn_filter<scalar_t, T>(min_size, score_thresh), boxes.mutable_data_ptr<scalar_t>(),
-        key.mutable_data_ptr<scalar_t>(), cat.mutable_data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(rpn_candidates_kernel<scalar_t, T>, grid_for(N * K, kThreads), kThreads, stream, layout,
+           ptrs, sizes.const_data_ptr<int64_t>(), xform_clip,
+           make_rpn_filter<scalar_t, T>(min_size, score_thresh), boxes.mutable_data_ptr<scalar_t>(),
+           key.mutable_data_ptr<scalar_t>(), cat.mutable_data_ptr<int64_t>());
   });
 
   const at::Tensor order = at::arange(N * K, opts.dtype(at::kLong));
@@ -148,19 +146,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
                                   "rpn_proposals_cuda_out", [&] {
-    rpn_output_kernel<scalar_t><<<grid_for(N * post_nms_top_n, kThreads), kThreads, 0, stream>>>(
-        boxes.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
-        by_score.const_data_ptr<int64_t>(), counts.const_data_ptr<int64_t>(), N, K,
-        post_nms_top_n, out_boxes.mutable_data_ptr<scalar_t>(),
-        out_scores.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(rpn_output_kernel<scalar_t>, grid_for(N * post_nms_top_n, kThreads), kThreads, stream,
+           boxes.const_data_ptr<scalar_t>(), key.const_data_ptr<scalar_t>(),
+           by_score.const_data_ptr<int64_t>(), counts.const_data_ptr<int64_t>(), N, K,
+           post_nms_top_n, out_boxes.mutable_data_ptr<scalar_t>(),
+           out_scores.mutable_data_ptr<scalar_t>());
   });
   return {out_boxes, out_scores, counts};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m) {
+MF_CUDA_LIBRARY_IMPL(m) {
   m.impl("rpn_proposals", &rpn_proposals_cuda);
 }
 

@@ -1,0 +1,60 @@
+"""Emulated CUDA: run the CUDA kernels of csrc/cuda on the CPU, from the same source.
+
+``maskrcnn_fast._C_emu`` (built by ``make build`` / ``make test``, never shipped in wheels)
+compiles every ``.cu`` file as host C++ through ``csrc/emu``: a block's threads are real OS
+threads with real barriers, warp intrinsics and atomics are emulated, and CUDA's launch rules
+are errors that name the kernel. Its ops are ``torch.ops.maskrcnn_fast_emu.*`` on CPU tensors,
+with the schemas of ``torch.ops.maskrcnn_fast``.
+
+>>> with maskrcnn_fast.emulated.cuda():
+...     keep = maskrcnn_fast.ops.nms(boxes, scores, 0.5)   # the CUDA kernels, on CPU tensors
+
+It proves the kernels' indexing, synchronisation, warp logic, atomics, launch configurations and
+in-kernel guards. It does not prove nvcc's code generation, the GPU's library math (expf, logf,
+log2f), ATen's CUDA ops called from host code (sort, topk, cumsum run their CPU versions here),
+stream asynchrony or speed: ``scripts/gpu_check.sh`` on a GPU does.
+"""
+import contextlib
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import _extension
+
+__all__ = ["available", "cuda", "error"]
+
+
+def error():
+    """Why the emulated kernels cannot be loaded, or None when they can."""
+    from . import _cfg
+
+    return _extension.load_emu(_cfg)
+
+
+def available() -> bool:
+    return error() is None
+
+
+class _Redirect(TorchDispatchMode):
+    """Sends every torch.ops.maskrcnn_fast call to its torch.ops.maskrcnn_fast_emu twin. It sits
+    below autograd, so the ops' registered backward formulas run and their backward ops are
+    redirected too."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == "maskrcnn_fast":
+            name = func._schema.name.split("::", 1)[1]
+            packet = getattr(torch.ops.maskrcnn_fast_emu, name)
+            return getattr(packet, func._overloadname)(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def cuda():
+    """Within this block, maskrcnn_fast's ops on CPU tensors run the emulated CUDA kernels."""
+    err = error()
+    if err is not None:
+        raise RuntimeError(f"maskrcnn_fast: the emulated CUDA kernels are not available ({err}); "
+                           f"build them with `make build` (MASKRCNN_FAST_EMU=1)")
+    with _Redirect():
+        yield
