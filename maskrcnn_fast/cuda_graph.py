@@ -27,7 +27,10 @@ class CapturedMaskRCNN:
 
     Attributes: ``graph`` (torch.cuda.CUDAGraph), ``image_shapes`` (captured (C, H, W) of each
     image), ``static_batch`` (the graph's input), ``static_outputs`` (its padded outputs, see
-    :meth:`MaskRCNN.forward_padded`).
+    :meth:`MaskRCNN.forward_padded`), ``constants`` (the tensors made before capture that the
+    graph reads: kept alive here, else a replay would read memory reused by later allocations),
+    ``autocast`` (the CUDA autocast state at capture, (enabled, dtype); a replay must run under
+    the same one).
     """
 
     def __init__(
@@ -39,6 +42,8 @@ class CapturedMaskRCNN:
         static_batch: Tensor,
         static_outputs: Dict,
         device: torch.device,
+        constants=None,
+        autocast: Tuple[bool, Optional[torch.dtype]] = (False, None),
     ):
         self.model = model
         self.graph = graph
@@ -48,6 +53,8 @@ class CapturedMaskRCNN:
         self.static_batch = static_batch
         self.static_outputs = static_outputs
         self.device = device
+        self.constants = constants
+        self.autocast = autocast
 
     def _check(self, images) -> None:
         if not isinstance(images, (list, tuple)):
@@ -72,6 +79,11 @@ class CapturedMaskRCNN:
         self._check(images)
         if self.model.training:
             raise RuntimeError("the model was put in training mode after capture; call eval() first")
+        if _autocast_state() != self.autocast:
+            raise RuntimeError(
+                f"the graph was captured with CUDA autocast (enabled, dtype) = {self.autocast}, but "
+                f"it is {_autocast_state()} now: replay under the autocast state of the capture"
+            )
         image_list, _ = self.model.transform(list(images), None)
         if image_list.image_sizes != self.image_sizes or image_list.tensors.shape != self.static_batch.shape:
             raise RuntimeError(
@@ -81,6 +93,11 @@ class CapturedMaskRCNN:
         self.static_batch.copy_(image_list.tensors)
         self.graph.replay()
         return self.model.compact(self.static_outputs, self.original_sizes, clone=True)
+
+
+def _autocast_state() -> Tuple[bool, Optional[torch.dtype]]:
+    enabled = torch.is_autocast_enabled("cuda")
+    return enabled, (torch.get_autocast_dtype("cuda") if enabled else None)
 
 
 def capture(
@@ -126,6 +143,7 @@ def capture(
         raise ValueError(f"warmup must be >= 1 (the first run sets lazily computed state), got {warmup}")
 
     device = param.device
+    autocast = _autocast_state()
     original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
     with torch.no_grad(), torch.cuda.device(device):
         image_list, _ = model.transform(images, None)
@@ -135,7 +153,13 @@ def capture(
         constants = model.static_constants(image_sizes, original_sizes, device)
 
         def run():
-            return model.forward_padded(static_batch, image_sizes, original_sizes, constants)
+            if not autocast[0]:
+                return model.forward_padded(static_batch, image_sizes, original_sizes, constants)
+            # Autocast's cache of low-precision weight copies is freed when the caller's autocast
+            # block exits, and the graph would keep reading them: capture without the cache, so
+            # the casts are recorded in the graph and their outputs live in its pool.
+            with torch.autocast("cuda", dtype=autocast[1], cache_enabled=False):
+                return model.forward_padded(static_batch, image_sizes, original_sizes, constants)
 
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -148,4 +172,5 @@ def capture(
         with torch.cuda.graph(graph, pool=pool):
             static_outputs = run()
     torch.cuda.synchronize(device)
-    return CapturedMaskRCNN(model, graph, _shapes(images), image_sizes, static_batch, static_outputs, device)
+    return CapturedMaskRCNN(model, graph, _shapes(images), image_sizes, static_batch, static_outputs, device,
+                            constants=constants, autocast=autocast)

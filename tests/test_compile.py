@@ -226,3 +226,49 @@ def test_static_shapes_fullgraph_with_scalar_capture(model):
         got = torch.compile(m, backend="eager", fullgraph=True)(images)
     torch._dynamo.reset()
     _assert_same(got, want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
+def test_cuda_graph_keeps_what_it_reads_alive(model):
+    """Tensors made before capture (image sizes, scale ratios) are read by every replay: after
+    other allocations that could reuse their memory, a replay still equals the eager result."""
+    import gc
+
+    m = copy.deepcopy(model).cuda()
+    captured = maskrcnn_fast.capture_cuda_graph(m, _images(seed=3, device="cuda"))
+    assert captured.constants is not None
+    gc.collect()
+    torch.cuda.empty_cache()
+    junk = [torch.full((1 << 16,), 12345.0, device="cuda") for _ in range(64)]  # reuse freed blocks
+    images = _images(seed=4, device="cuda")
+    static = copy.copy(m)
+    static.static_shapes = True
+    with torch.no_grad():
+        _assert_same(captured(images), static(images), exact_boxes=False)
+    del junk
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
+def test_cuda_graph_under_autocast(model):
+    """Captured under autocast: the low-precision weight copies belong to the graph (autocast's
+    cache is off during capture), so replays after the autocast block exited still read valid
+    memory; a replay outside the capture's autocast state is refused."""
+    m = copy.deepcopy(model).cuda()
+    with torch.autocast("cuda", dtype=torch.float16):
+        captured = maskrcnn_fast.capture_cuda_graph(m, _images(seed=5, device="cuda"))
+    assert captured.autocast == (True, torch.float16)
+    junk = [torch.full((1 << 16,), 7.0, device="cuda") for _ in range(64)]
+    images = _images(seed=6, device="cuda")
+    with pytest.raises(RuntimeError, match="autocast"):
+        captured(images)
+    static = copy.copy(m)
+    static.static_shapes = True
+    with torch.autocast("cuda", dtype=torch.float16), torch.no_grad():
+        got, want = captured(images), static(images)
+    assert [len(r["boxes"]) for r in got] == [len(r["boxes"]) for r in want]
+    for g, w in zip(got, want):
+        assert torch.equal(g["labels"], w["labels"])
+        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=1e-2, atol=0.5)
+    del junk

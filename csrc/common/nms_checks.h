@@ -7,6 +7,8 @@
 
 namespace maskrcnn_fast {
 
+constexpr int64_t kMaxNmsBoxes = int64_t(1) << 30;
+
 inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores,
                              double iou_threshold) {
   check_dim(boxes, 2, "boxes", "Tensor[N, 4]");
@@ -19,8 +21,9 @@ inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores,
   TORCH_CHECK(boxes.size(0) == scores.size(0),
               "boxes and scores must hold the same number of boxes, got boxes of shape ",
               boxes.sizes(), " and scores of shape ", scores.sizes());
-  TORCH_CHECK(boxes.size(0) <= static_cast<int64_t>(INT32_MAX),
-              "boxes: at most 2^31 - 1 boxes are supported, got ", boxes.size(0));
+  // The CUDA kernels index boxes in int32, and [2, n] flag arrays (2n < 2^31): 2^30 boxes.
+  TORCH_CHECK(boxes.size(0) <= kMaxNmsBoxes,
+              "boxes: at most 2^30 boxes are supported, got ", boxes.size(0));
   // NaN fails this test too.
   TORCH_CHECK(iou_threshold >= 0.0, "iou_threshold must be >= 0, got ", iou_threshold);
 }

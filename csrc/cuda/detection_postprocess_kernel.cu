@@ -120,6 +120,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
     out_index.zero_();
     return {out_boxes, out_scores, out_labels, at::zeros({N}, opts.dtype(at::kLong)), out_index};
   }
+  TORCH_CHECK(N * M <= kMaxNmsBoxes,
+              "detection_postprocess: at most 2^30 (image, proposal, class) candidates in all, got ",
+              N * M);
   const auto stream = current_stream();
   const at::Tensor sizes = image_sizes.to(at::kLong).contiguous();
   at::Tensor pc;
@@ -144,7 +147,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
            key.mutable_data_ptr<scalar_t>(), cat.mutable_data_ptr<int64_t>());
   });
 
-  const at::Tensor by_score = std::get<1>(key.sort(/*stable=*/true, 0, /*descending=*/true));
+  const at::Tensor by_score =
+      std::get<1>(canonical_nan(key).sort(/*stable=*/true, 0, /*descending=*/true));
   const auto cat_sort = cat.index_select(0, by_score).sort(/*stable=*/true, 0, false);
   const at::Tensor& cat_sorted = std::get<0>(cat_sort);
   const at::Tensor order = by_score.index_select(0, std::get<1>(cat_sort));
@@ -155,7 +159,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> detection
   const at::Tensor final_key =
       at::where(keep, key, at::scalar_tensor(-1, opts)).view({N, M});
   const at::Tensor top =
-      std::get<1>(final_key.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).contiguous();
+      std::get<1>(canonical_nan(final_key).sort(/*stable=*/true, /*dim=*/1, /*descending=*/true))
+          .contiguous();
   const at::Tensor counts = final_key.ge(0).sum(1).clamp_max(D).contiguous();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, class_logits.scalar_type(),

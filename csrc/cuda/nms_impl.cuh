@@ -26,9 +26,11 @@
 #include <ATen/OpMathType.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "cuda/launch.cuh"
 
+#include "common/nms_checks.h"
 #include "common/nms_math.h"
 
 namespace maskrcnn_fast {
@@ -253,6 +255,16 @@ __global__ void __launch_bounds__(kScanThreads)
       __syncthreads();
     }
   }
+}
+
+// Scores with every NaN replaced by the positive quiet NaN: descending sorts put it first, as the
+// CPU kernels rank NaN, whatever sign bit the NaN had (0/0 on x86 sets it; a radix sort on the
+// GPU orders by bits and would put such a NaN last).
+inline at::Tensor canonical_nan(const at::Tensor& scores) {
+  if (!scores.is_floating_point()) return scores;
+  return at::where(scores.isnan(),
+                   at::scalar_tensor(std::numeric_limits<double>::quiet_NaN(), scores.options()),
+                   scores);
 }
 
 int grid_for(int64_t n, int threads) {

@@ -96,13 +96,13 @@ __device__ __forceinline__ AxisTap<acc_t> col_tap(const RoiTaps<acc_t>& r,
 
 // Element e of a block's [nc, bins] (NCHW) or [bins, nc] (channels-last) tile.
 template <bool kNHWC>
-__device__ __forceinline__ void split_elem(int e, int nc, int bins, int& c, int& bin) {
+__device__ __forceinline__ void split_elem(int64_t e, int nc, int bins, int& c, int& bin) {
   if (kNHWC) {
-    bin = e / nc;
-    c = e - bin * nc;
+    bin = static_cast<int>(e / nc);
+    c = static_cast<int>(e - static_cast<int64_t>(bin) * nc);
   } else {
-    c = e / bins;
-    bin = e - c * bins;
+    c = static_cast<int>(e / bins);
+    bin = static_cast<int>(e - static_cast<int64_t>(c) * bins);
   }
 }
 
@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(kThreads)
     const RoiTaps<acc_t> r = load_roi(rois + k * 5, batch_size, spatial_scale, pooled_h,
                                       pooled_w, sampling_ratio, aligned, height, width, taps);
     const scalar_t* image = input + r.n * channels * hw;
-    for (int e = threadIdx.x; e < nc * bins; e += blockDim.x) {
+    // nc * bins reaches 32 * 2^26 = 2^31 (channels-last rounds nc up to 32): int64.
+    for (int64_t e = threadIdx.x; e < static_cast<int64_t>(nc) * bins; e += blockDim.x) {
       int cl, bin;
       split_elem<kNHWC>(e, nc, bins, cl, bin);
       const int64_t c = c0 + cl;
@@ -176,7 +177,8 @@ __global__ void __launch_bounds__(kThreads)
                                       pooled_w, sampling_ratio, aligned, height, width, taps);
     if (!r.active) continue;  // uniform over the block: no thread skips a later barrier alone
     acc_t* image = grad_input + r.n * channels * hw;
-    for (int e = threadIdx.x; e < nc * bins; e += blockDim.x) {
+    // nc * bins reaches 32 * 2^26 = 2^31 (channels-last rounds nc up to 32): int64.
+    for (int64_t e = threadIdx.x; e < static_cast<int64_t>(nc) * bins; e += blockDim.x) {
       int cl, bin;
       split_elem<kNHWC>(e, nc, bins, cl, bin);
       const int64_t c = c0 + cl;

@@ -103,8 +103,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
     out_scores.zero_();
     return {out_boxes, out_scores, at::zeros({N}, opts.dtype(at::kLong))};
   }
-  TORCH_CHECK(N * K <= static_cast<int64_t>(INT32_MAX),
-              "rpn_proposals: at most 2^31 - 1 candidates in all (N * pre_nms_top_n * levels)");
+  TORCH_CHECK(N * K <= kMaxNmsBoxes,
+              "rpn_proposals: at most 2^30 candidates in all (N * pre_nms_top_n * levels), got ",
+              N * K);
   const auto stream = current_stream();
   const at::Tensor sizes = image_sizes.to(at::kLong).contiguous();
 
@@ -118,12 +119,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
     RpnPointers<scalar_t> ptrs{};
     for (int64_t l = 0; l < L; ++l) {
       const RpnLevel& lv = layout.level[l];
-      const at::Tensor ob = objectness[l].reshape({N, -1});
-      auto top = at::topk(ob, lv.k, /*dim=*/1, /*largest=*/true, /*sorted=*/true);
+      // The CPU kernel's ranking: descending logit (NaN first), ties by torchvision's (y, x, a)
+      // index. topk's order of ties is unspecified and it would see [A, H, W] memory order, so:
+      // a stable descending sort of the logits in (y, x, a) order, NaN made canonical (a NaN
+      // with its sign bit set would sort last on the GPU's radix sort).
+      const int64_t A = lv.num_anchors, hw = lv.height * lv.width;
+      const at::Tensor ob = canonical_nan(objectness[l].permute({0, 2, 3, 1}).reshape({N, -1}));
+      auto top = ob.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true);
       const at::Tensor de = pred_bbox_deltas[l].contiguous();
       const at::Tensor ca = cell_anchors[l].to(opts.dtype()).contiguous();
-      const at::Tensor values = std::get<0>(top).contiguous();
-      const at::Tensor index = std::get<1>(top).contiguous();
+      const at::Tensor values = std::get<0>(top).slice(1, 0, lv.k).contiguous();
+      // Back to the kernel's [A, H, W] index: (y, x, a) -> a * H * W + (y * W + x).
+      const at::Tensor yxa = std::get<1>(top).slice(1, 0, lv.k);
+      const at::Tensor index = (yxa.remainder(A) * hw + yxa.div(A, "floor")).contiguous();
       ptrs.deltas[l] = de.const_data_ptr<scalar_t>();
       ptrs.cells[l] = ca.const_data_ptr<scalar_t>();
       ptrs.logits[l] = values.const_data_ptr<scalar_t>();
@@ -141,7 +149,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rpn_proposals_cuda(
   const at::Tensor keep = segmented_keep(boxes, order, cat, nms_thresh);
   const at::Tensor final_key = at::where(keep.to(at::kBool), key, at::scalar_tensor(-1, opts)).view({N, K});
   const at::Tensor by_score =
-      std::get<1>(final_key.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).contiguous();
+      std::get<1>(canonical_nan(final_key).sort(/*stable=*/true, /*dim=*/1, /*descending=*/true))
+          .contiguous();
   const at::Tensor counts = final_key.ge(0).sum(1).clamp_max(post_nms_top_n).contiguous();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, opts.dtype().toScalarType(),
