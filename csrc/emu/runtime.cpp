@@ -187,6 +187,8 @@ struct Warp {
   uint64_t gen = 0;
   uint64_t values[kWarp] = {};
   uint64_t result[kWarp] = {};
+  // Only this warp's lanes wait here: a rendezvous wakes 31 threads, not the whole block.
+  std::condition_variable cv;
 };
 
 }  // namespace
@@ -222,22 +224,25 @@ struct Block {
   [[noreturn]] void fail_locked(const std::string& what) {
     launch->fail(launch->message(what + " [" + where() + "]"));
     cv.notify_all();
+    for (Warp& w : warps) w.cv.notify_all();
     throw Aborted{};
   }
 
-  template <typename Pred>
-  void wait(std::unique_lock<std::mutex>& lock, Pred done, const std::string& what) {
+  // `describe` names what is waited for, in the error only (no formatting on the hot path).
+  template <typename Pred, typename Describe>
+  void wait(std::unique_lock<std::mutex>& lock, std::condition_variable& on, Pred done,
+            Describe describe) {
     if (!done() && next.load() < nthreads) join();  // the threads it waits for may not run yet
     const auto deadline = std::chrono::steady_clock::now() +
                           std::chrono::duration<double>(launch->timeout);
     while (!done()) {
       if (launch->failed) throw Aborted{};
       // Short slices: a failure in another block wakes nobody here.
-      cv.wait_for(lock, std::chrono::milliseconds(20));
+      on.wait_for(lock, std::chrono::milliseconds(20));
       if (!done() && std::chrono::steady_clock::now() > deadline) {
         if (launch->failed) throw Aborted{};
         std::ostringstream s;
-        s << what << ": not every thread arrived within " << launch->timeout
+        s << describe() << ": not every thread arrived within " << launch->timeout
           << " s (MF_EMU_TIMEOUT_S); on a GPU this hangs";
         fail_locked(s.str());
       }
@@ -247,14 +252,17 @@ struct Block {
   void barrier(const char* file, int line) {
     std::unique_lock<std::mutex> lock(m);
     if (launch->failed) throw Aborted{};
-    std::ostringstream at;
-    at << "__syncthreads() at " << file << ":" << line;
+    auto at = [&] {
+      std::ostringstream s;
+      s << "__syncthreads() at " << file << ":" << line;
+      return s.str();
+    };
     if (arrived == 0) {
       site_file = file;
       site_line = line;
     } else if (site_line != line || std::strcmp(site_file, file) != 0) {
       std::ostringstream s;
-      s << at.str() << " and __syncthreads() at " << site_file << ":" << site_line
+      s << at() << " and __syncthreads() at " << site_file << ":" << site_line
         << " are reached by different threads of one block (a barrier in divergent code)";
       fail_locked(s.str());
     }
@@ -262,7 +270,7 @@ struct Block {
     if (arrived + exited == nthreads) {
       if (exited > 0) {
         std::ostringstream s;
-        s << at.str() << " is not reached by " << exited << " of " << nthreads
+        s << at() << " is not reached by " << exited << " of " << nthreads
           << " threads, which exited (a barrier in divergent code)";
         fail_locked(s.str());
       }
@@ -272,7 +280,7 @@ struct Block {
       return;
     }
     const uint64_t gen = generation;
-    wait(lock, [&] { return generation != gen; }, at.str());
+    wait(lock, cv, [&] { return generation != gen; }, at);
   }
 
   void exchange(int linear, unsigned mask, uint64_t value, uint64_t out[kWarp], const char* what) {
@@ -281,20 +289,23 @@ struct Block {
     const unsigned present = lanes == kWarp ? ~0u : ((1u << lanes) - 1);
     std::unique_lock<std::mutex> lock(m);
     if (launch->failed) throw Aborted{};
-    std::ostringstream who;
-    who << what << "(mask 0x" << std::hex << mask << std::dec << ") in warp " << w;
+    auto who = [&] {
+      std::ostringstream s;
+      s << what << "(mask 0x" << std::hex << mask << std::dec << ") in warp " << w;
+      return s.str();
+    };
     if (!((mask >> lane) & 1)) {
-      fail_locked(who.str() + ": called by lane " + std::to_string(lane) + ", outside its mask");
+      fail_locked(who() + ": called by lane " + std::to_string(lane) + ", outside its mask");
     }
     if (mask & ~present) {
-      fail_locked(who.str() + ": the mask names lanes that do not exist (the warp has " +
+      fail_locked(who() + ": the mask names lanes that do not exist (the warp has " +
                   std::to_string(lanes) + ")");
     }
     Warp& wp = warps[w];
-    wait(lock, [&] { return !wp.distributing; }, who.str());
+    wait(lock, wp.cv, [&] { return !wp.distributing; }, who);
     if (wp.arrived > 0 && (wp.mask != mask || std::strcmp(wp.what, what) != 0)) {
       std::ostringstream s;
-      s << who.str() << " meets " << wp.what << "(mask 0x" << std::hex << wp.mask << std::dec
+      s << who() << " meets " << wp.what << "(mask 0x" << std::hex << wp.mask << std::dec
         << "): lanes of one warp disagree";
       fail_locked(s.str());
     }
@@ -307,16 +318,16 @@ struct Block {
       wp.distributing = true;
       wp.departing = need;
       ++wp.gen;
-      cv.notify_all();
+      wp.cv.notify_all();
     } else {
       const uint64_t gen = wp.gen;
-      wait(lock, [&] { return wp.gen != gen; }, who.str());
+      wait(lock, wp.cv, [&] { return wp.gen != gen; }, who);
     }
     std::memcpy(out, wp.result, sizeof(wp.result));
     if (--wp.departing == 0) {
       wp.distributing = false;
       wp.arrived = 0;
-      cv.notify_all();
+      wp.cv.notify_all();
     }
   }
 
