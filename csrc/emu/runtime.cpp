@@ -183,6 +183,8 @@ struct Warp {
   bool distributing = false;
   int arrived = 0, departing = 0;
   unsigned mask = 0;
+  // Lanes that have left the kernel; a rendezvous that still needs one of them is a defect.
+  unsigned exited = 0;
   const char* what = nullptr;
   uint64_t gen = 0;
   uint64_t values[kWarp] = {};
@@ -313,7 +315,9 @@ struct Block {
     wp.what = what;
     wp.values[lane] = value;
     const int need = __builtin_popcount(mask);
-    if (++wp.arrived == need) {
+    ++wp.arrived;
+    check_exited_lanes_locked(w);
+    if (wp.arrived == need) {
       for (int i = 0; i < kWarp; ++i) wp.result[i] = ((mask >> i) & 1) ? wp.values[i] : 0;
       wp.distributing = true;
       wp.departing = need;
@@ -331,6 +335,28 @@ struct Block {
     }
   }
 
+  // Reports a rendezvous that waits for exited lanes once every lane of its mask has either
+  // arrived or exited, so the message names the same lanes whatever the interleaving.
+  void check_exited_lanes_locked(int w) {
+    const Warp& wp = warps[w];
+    const unsigned gone = wp.mask & wp.exited;
+    if (wp.arrived == 0 || wp.distributing || gone == 0) return;
+    if (wp.arrived + __builtin_popcount(gone) < __builtin_popcount(wp.mask)) return;
+    std::ostringstream s;
+    s << "lanes";
+    for (int i = 0; i < kWarp;) {
+      if (!((gone >> i) & 1)) { ++i; continue; }
+      int j = i;
+      while (j + 1 < kWarp && ((gone >> (j + 1)) & 1)) ++j;
+      s << " " << i;
+      if (j > i) s << "-" << j;
+      i = j + 1;
+    }
+    s << " of warp " << w << " exited while lanes of " << wp.what << "(mask 0x" << std::hex
+      << wp.mask << ") wait for them";
+    fail_locked(s.str());
+  }
+
   // Returns true for the block's last thread.
   bool thread_exit(int linear) {
     std::unique_lock<std::mutex> lock(m);
@@ -343,13 +369,8 @@ struct Block {
           << exited << " of " << nthreads << " threads, which exited (a barrier in divergent code)";
         fail_locked(s.str());
       }
-      const Warp& wp = warps[linear / kWarp];
-      if (wp.arrived > 0 && !wp.distributing && ((wp.mask >> (linear % kWarp)) & 1)) {
-        std::ostringstream s;
-        s << "lane " << linear % kWarp << " of warp " << linear / kWarp << " exited while lanes of "
-          << wp.what << "(mask 0x" << std::hex << wp.mask << ") wait for it";
-        fail_locked(s.str());
-      }
+      warps[linear / kWarp].exited |= 1u << (linear % kWarp);
+      check_exited_lanes_locked(linear / kWarp);
     } catch (const Aborted&) {
     }
     return last;

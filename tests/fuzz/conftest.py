@@ -16,6 +16,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from maskrcnn_fast import emulated
+
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
              HealthCheck.differing_executors]
 _N = os.environ.get("MF_FUZZ_EXAMPLES")
@@ -104,3 +106,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         with open(path, "w") as f:
             json.dump(dict(profile=profile, total_examples=total, failing_tests=failed,
                            tests={k: v for k, v in rows}), f, indent=1)
+
+
+@pytest.fixture(autouse=True, params=[
+    "native",
+    pytest.param("emu", marks=pytest.mark.skipif(not emulated.available(),
+                                                 reason="no emulated CUDA kernels")),
+])
+def kernels(request):
+    """Every fuzz test runs twice: on the kernels of its drawn device, and with the CPU tensors'
+    ops on the emulated CUDA kernels (maskrcnn_fast.emulated): make fuzz fuzzes the CUDA code
+    without a GPU."""
+    if request.param == "emu":
+        name = request.node.originalname
+        if name.endswith("_errors") or "bad_batch_index" in name:
+            # Argument checks are one function for both devices (the CPU run tests it), and the
+            # data-dependent ones become in-kernel guards on CUDA: tests/test_cuda_matches_cpu.py.
+            pytest.skip("input checks: tested on the native kernels")
+        with emulated.cuda():
+            yield request.param
+    else:
+        yield request.param

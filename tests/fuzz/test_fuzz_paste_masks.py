@@ -11,6 +11,8 @@ import math
 
 import pytest
 import torch
+
+from maskrcnn_fast import emulated
 from hypothesis import given, strategies as st
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
@@ -123,5 +125,10 @@ def test_fuzz_paste_masks_errors(data):
         "threshold": (masks, b, None, None, 10, 12, 1, draw(st.sampled_from([-0.5, -1e-9, math.nan]))),
     }
     name = draw(st.sampled_from(sorted(cases)))
+    if name == "image_index" and emulated.active():
+        # Data-dependent validity: the CPU raises, a CUDA kernel cannot without a host sync and
+        # pastes an all-zero mask instead.
+        assert torch.all(OP(*cases[name]) == 0)
+        return
     with pytest.raises((RuntimeError, ValueError), match=name):
         OP(*cases[name])

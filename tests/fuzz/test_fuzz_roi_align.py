@@ -12,6 +12,8 @@ import math
 
 import pytest
 import torch
+
+from maskrcnn_fast import emulated
 import torchvision
 from hypothesis import given, strategies as st
 
@@ -24,7 +26,8 @@ SCALES = [1.0, 0.5, 0.25, 1 / 16, 2.0, 0.3]
 
 
 def _tv_close(ours, theirs, device):
-    if device == "cpu":
+    # The CUDA kernels (real or emulated) sum gradients with atomics, in the threads' order.
+    if device == "cpu" and not emulated.active():
         torch.testing.assert_close(ours.cpu(), theirs.cpu(), rtol=0, atol=0)
     else:
         torch.testing.assert_close(ours.cpu(), theirs.cpu(), rtol=1e-5, atol=1e-5)
