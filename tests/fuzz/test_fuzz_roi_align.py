@@ -12,10 +12,10 @@ import math
 
 import pytest
 import torch
-
-from maskrcnn_fast import emulated
 import torchvision
 from hypothesis import given, strategies as st
+
+from maskrcnn_fast import emulated
 
 from .fuzzlib import boxes, devices, dtypes
 from maskrcnn_fast.ops import MultiScaleRoIAlign, multilevel_roi_align, roi_align
