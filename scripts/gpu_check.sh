@@ -19,7 +19,7 @@
 #                                 call on a warm machine)
 #   tests                  200 s  pytest -m cuda: every case that uses CUDA (about 600 with the
 #                                 fuzz suite's; tests/conftest.py marks them)
-#   bench-ops               70 s  the op benchmarks (84), MF_BENCH_BUDGET=0.2 s each
+#   bench-ops               70 s  the op benchmarks (81), MF_BENCH_BUDGET=0.2 s each
 #   bench-model            110 s  the model and training-iteration benchmarks (42)
 #                          -----
 #   default                540 s

@@ -82,7 +82,7 @@ collect() {  # name log pytest-args...
   local name=$1 log=$2; shift 2
   nice -n 19 "$PY" -m pytest --collect-only -q -p no:cacheprovider "$@" > "$log" 2>&1
   local rc=$?
-  grep -E "^ERROR|Error" "$log" | head -20
+  grep -E "^ERROR |errors? during collection" "$log" | head -20
   results+=("$name: $(grep -E 'collected|error' "$log" | tail -1) (rc $rc)")
   [ "$rc" = 0 ] || status=1
 }
