@@ -2,14 +2,16 @@
 
     compute-sanitizer --tool memcheck  python scripts/sanitize_cases.py
     compute-sanitizer --tool racecheck python scripts/sanitize_cases.py
-    MF_SANITIZE_DEVICE=cpu python scripts/sanitize_cases.py   # dry run on the CPU kernels
+    MF_SANITIZE_DEVICE=emu python scripts/sanitize_cases.py   # the CUDA kernels, emulated
+    MF_SANITIZE_DEVICE=cpu python scripts/sanitize_cases.py   # the CPU kernels
 
 scripts/gpu_check.sh --sanitize runs both tools. The cases are small (the sanitizer slows kernels
 down 10-100x) but each reaches what a kernel must get right where no test can see memory:
 
 - the in-kernel guards, which CUDA has instead of the CPU's errors (no host synchronisation):
   an ROI batch index out of range, an image index and a matched index out of range, counts
-  beyond the padded rows, NaN and infinite boxes; on the CPU the same inputs must raise;
+  beyond the padded rows, NaN and infinite boxes (a guarded element must come out zero); the
+  CPU kernels must raise on the same inputs instead;
 - the size thresholds where a kernel changes path: one NMS category over 4,096 boxes (beyond
   batched_nms's mask band), more than 128 ground-truth boxes (match_boxes' shared-memory
   chunk), mask_targets over more than 64 images (one launch's image table), a partial last
@@ -20,6 +22,7 @@ down 10-100x) but each reaches what a kernel must get right where no test can se
 Prints one line per case with its time; exits non-zero when a case fails (the sanitizer reports
 memory errors and races itself, and exits with its own code).
 """
+import contextlib
 import math
 import os
 import sys
@@ -35,7 +38,10 @@ import maskrcnn_fast  # noqa: E402,F401  registers torch.ops.maskrcnn_fast
 __all__ = ["CASES", "main"]
 
 OPS = torch.ops.maskrcnn_fast
-DEV = os.environ.get("MF_SANITIZE_DEVICE", "cuda")
+# cuda: the GPU; emu: the CUDA kernels emulated on CPU tensors (maskrcnn_fast.emulated, where
+# built), which reaches the same guards without a GPU; cpu: the CPU kernels
+MODE = os.environ.get("MF_SANITIZE_DEVICE", "cuda")
+DEV = "cpu" if MODE == "emu" else MODE
 REDUCED = [torch.float16, torch.bfloat16]
 FLOATS = [torch.float32, torch.float64] + REDUCED
 
@@ -57,10 +63,10 @@ def _with_bad_rows(boxes):
 
 
 def _guarded(name, fn):
-    """Data only the device can check: the CPU raises naming ``name``; CUDA must run without a
-    host sync (the kernel guards the bad element: zeros, no read outside the tensors). Returns
-    fn()'s result on CUDA, None on the CPU."""
-    if DEV != "cpu":
+    """Data only the device can check: the CPU kernels raise naming ``name``; the CUDA kernels
+    must run without a host sync (the kernel guards the bad element: zeros, no read outside the
+    tensors). Returns fn()'s result from the CUDA kernels, None from the CPU's."""
+    if MODE != "cpu":
         return fn()
     try:
         fn()
@@ -235,14 +241,14 @@ def case_box_iou(g):
 def case_match_boxes(g):
     # more ground truths than one shared-memory chunk (128), a partial chunk, float64, NaN rows
     for dtype in FLOATS:
-        gt = _boxes(2 * 300, 200.0, g, dtype).reshape(2, 300, 4)
+        gt = _boxes(2 * 130, 200.0, g, dtype).reshape(2, 130, 4)
         gt[0, 5, 0] = math.nan
-        boxes = _with_bad_rows(_boxes(2 * 500, 200.0, g, dtype)).reshape(2, 500, 4)
-        counts = torch.tensor([300, 129], device=DEV)
-        box_counts = torch.tensor([500, 321], device=DEV)
+        boxes = _with_bad_rows(_boxes(2 * 40, 200.0, g, dtype)).reshape(2, 40, 4)
+        counts = torch.tensor([130, 129], device=DEV)
+        box_counts = torch.tensor([40, 21], device=DEV)
         for low_quality in (True, False):
             OPS.match_boxes(gt, counts, boxes, box_counts, 0.7, 0.3, low_quality)
-        OPS.match_boxes(gt, counts, boxes[0], None, 0.5, 0.5, True)  # shared boxes
+        OPS.match_boxes(gt, counts, boxes[0], None, 0.5, 0.5, False)  # shared boxes
     OPS.match_boxes(gt[:, :0], torch.zeros(2, dtype=torch.int64, device=DEV), boxes, None, 0.7, 0.3, True)
 
 
@@ -287,18 +293,28 @@ def case_mask_targets_bad_indices(g):
 
 
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
+# MF_SANITIZE_ONLY=bad,nms: only the cases whose names contain one of these
+_ONLY = [w for w in os.environ.get("MF_SANITIZE_ONLY", "").split(",") if w]
+if _ONLY:
+    CASES = [c for c in CASES if any(w in c.__name__ for w in _ONLY)]
 
 
 def main() -> int:
-    if DEV == "cuda" and not torch.cuda.is_available():
+    if MODE == "cuda" and not torch.cuda.is_available():
         print("no CUDA device")
         return 1
+    kernels = contextlib.nullcontext
+    if MODE == "emu":
+        from maskrcnn_fast import emulated
+
+        kernels = emulated.cuda
     g = torch.Generator().manual_seed(0)
     failed = 0
     for case in CASES:
         t0 = time.perf_counter()
         try:
-            case(g)
+            with kernels():
+                case(g)
             if DEV == "cuda":
                 torch.cuda.synchronize()
             print(f"ok    {case.__name__} ({time.perf_counter() - t0:.1f} s)", flush=True)

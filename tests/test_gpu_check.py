@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a fresh interpreter where every pycocotools import fails, as where it is not installed.
@@ -90,6 +92,19 @@ def test_sanitize_cases_dry_run_on_the_cpu():
     # what the script promises to reach
     assert {"case_nms_one_category_over_4096", "case_roi_align_bad_batch_index", "case_paste_masks_bad_image_index",
             "case_mask_targets_bad_indices", "case_match_boxes", "case_mask_targets"} <= names, names
+
+
+def test_sanitize_guard_cases_reach_the_guards_of_the_emulated_cuda_kernels():
+    # The CUDA kernels' answer to bad data (zeros, no error) shows without a GPU where the
+    # emulated kernels are built; the sanitizer run checks their memory on the GPU.
+    emulated = pytest.importorskip("maskrcnn_fast.emulated", reason="no emulated CUDA kernels in this tree")
+    if not emulated.available():
+        pytest.skip(f"no emulated CUDA kernels: {emulated.error()}")
+    env = dict(os.environ, MF_SANITIZE_DEVICE="emu", MF_SANITIZE_ONLY="bad")
+    p = subprocess.run([sys.executable, "scripts/sanitize_cases.py"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.splitlines()[-1] == "6 passed, 0 failed", p.stdout
 
 
 def test_report_merges_the_steps_that_wrote_results(tmp_path):
