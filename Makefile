@@ -10,7 +10,7 @@ endif
 BENCH_OUT ?= benchmarks/out
 DIST ?= dist
 
-.PHONY: all build test bench demo fuzz clean wheel sdist
+.PHONY: all build test bench demo fuzz clean wheel sdist gpu-env-check
 
 all: test
 
@@ -78,6 +78,14 @@ wheel: $(VENV)/.installed
 # Sources only; it builds on install with `pip install --no-build-isolation`.
 sdist: $(VENV)/.installed
 	$(PY) -m build --sdist --no-isolation --outdir $(DIST)
+
+# A dry run of scripts/gpu_check.sh in the GPU machine's environment (Python 3.12, torch 2.11.0
+# for CUDA 13.0, torchvision 0.26.0, no pycocotools) in a scratch venv and a copy of the tree
+# under build/gpu-env: the CUDA build, what each step would run, every test and benchmark
+# collected. The first run builds the CUDA kernels (15-30 minutes on 2 cores); GPU_ENV_ARGS=--run-tests
+# also runs the CPU tests there.
+gpu-env-check:
+	bash scripts/gpu_env_check.sh $(GPU_ENV_ARGS)
 
 clean:
 	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT) $(DIST) *.egg-info

@@ -1,7 +1,12 @@
-"""Turns a pytest-benchmark JSON file into the table that `make bench` prints, a Markdown
-copy of it and a PNG bar chart.
+"""Turns pytest-benchmark results into the table that `make bench` prints, a Markdown copy of
+it and a PNG bar chart.
 
     python benchmarks/report.py benchmarks/out/bench.json [--out benchmarks/out]
+    python benchmarks/report.py OUT/bench_ops.jsonl OUT/bench_model.jsonl --out OUT
+
+Each input is a pytest-benchmark JSON file (--benchmark-json) or the JSON lines that
+MF_BENCH_STREAM writes as benchmarks finish (benchmarks/conftest.py); several are merged in the
+order given, and a missing one is skipped with a note (a step that timed out before writing it).
 
 Ratios are speed-ups of ``fused`` measured in the same run: ``torch/fused`` is how many times
 faster our kernels are than our pure-PyTorch path, ``tv/fused`` than torchvision.
@@ -17,15 +22,32 @@ __all__ = ["load", "table", "main"]
 IMPLS = ["fused", "torch", "torchvision"]
 
 
-def load(path):
-    """Returns (machine_info, {group: {impl: median_seconds}}) in the order benchmarks ran."""
+def _records(path):
+    """(machine_info, benchmark dicts) of a pytest-benchmark JSON file or of JSON lines."""
     with open(path) as f:
-        data = json.load(f)
-    groups = OrderedDict()
-    for b in data["benchmarks"]:
-        impl = b.get("extra_info", {}).get("impl", b["name"])
-        groups.setdefault(b["group"] or b["name"], {})[impl] = b["stats"]["median"]
-    return data.get("machine_info", {}), groups
+        text = f.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and "benchmarks" in data:
+        return data.get("machine_info", {}), data["benchmarks"]
+    return {}, [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load(*paths):
+    """Returns (machine_info, {group: {impl: median_seconds}}, devices) in the order benchmarks
+    ran, over every file in ``paths``."""
+    info, groups, devices = {}, OrderedDict(), set()
+    for path in paths:
+        machine, records = _records(path)
+        info = info or machine
+        for b in records:
+            extra = b.get("extra_info") or {}
+            impl = extra.get("impl", b["name"])
+            groups.setdefault(b["group"] or b["name"], {})[impl] = b["stats"]["median"]
+            devices.add(extra.get("device", "cpu"))
+    return info, groups, devices
 
 
 def _fmt_time(s):
@@ -102,16 +124,18 @@ def _plot(groups, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("json")
+    p.add_argument("json", nargs="+", help="pytest-benchmark JSON or MF_BENCH_STREAM JSON lines")
     p.add_argument("--out", default=None, help="folder for results.md and bench.png")
     a = p.parse_args(argv)
-    info, groups = load(a.json)
+    found = [f for f in a.json if os.path.isfile(f)]
+    for f in a.json:
+        if f not in found:
+            print(f"{f}: not written (its step failed or timed out); the table leaves it out")
+    info, groups, devices = load(*found)
     if not groups:
-        raise SystemExit(f"{a.json}: no benchmarks recorded")
-    with open(a.json) as f:
-        devices = {b.get("extra_info", {}).get("device", "cpu") for b in json.load(f)["benchmarks"]}
+        raise SystemExit(f"{', '.join(a.json)}: no benchmarks recorded")
     head, rows = table(groups)
-    out = a.out or os.path.dirname(os.path.abspath(a.json))
+    out = a.out or os.path.dirname(os.path.abspath(found[0]))
     os.makedirs(out, exist_ok=True)
     machine = _machine(info, devices)
     print(f"\nmaskrcnn_fast benchmarks on {', '.join(sorted(devices))}: {machine}")
@@ -120,7 +144,7 @@ def main(argv=None):
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"Machine: {machine}\n\n" + _render(head, rows, md=True) + "\n")
     _plot(groups, os.path.join(out, "bench.png"))
-    print(f"\nwrote {a.json}, {os.path.join(out, 'results.md')}, {os.path.join(out, 'bench.png')}")
+    print(f"\nwrote {os.path.join(out, 'results.md')}, {os.path.join(out, 'bench.png')} from {', '.join(found)}")
 
 
 if __name__ == "__main__":

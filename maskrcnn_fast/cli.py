@@ -11,6 +11,8 @@
 Checkpoints hold how to rebuild the model (depth, number of classes, class names, keyword
 arguments), so eval and predict need no model flags. Bad arguments end with one line on stderr,
 ``maskrcnn-fast: error: ...``, and exit status 2 (1 when training fails, e.g. a NaN loss).
+Reading COCO files, scoring (eval, train --eval-at-end) and predict's mask RLEs need pycocotools:
+without it those commands stop at once with one line naming it, exit status 1.
 """
 import argparse
 import ast
@@ -19,6 +21,8 @@ import os
 import subprocess
 import sys
 from typing import List, Optional
+
+from ._pycocotools import MissingPycocotools, pycocotools
 
 __all__ = ["main", "build_model", "model_from_checkpoint", "UsageError"]
 
@@ -176,6 +180,12 @@ def _model_kwargs(args) -> dict:
 
 
 # ---- data ----------------------------------------------------------------------------------------
+def _require_pycocotools(what: str) -> None:
+    """One line naming pycocotools before the long work (training, a pass over a data set), not
+    after it, when a command will read, score or write COCO data without it."""
+    pycocotools(what)
+
+
 def _dataset(args, train: bool, image_size=None):
     """The training or evaluation data set named by the arguments."""
     if args.dataset == "synthetic":
@@ -267,7 +277,9 @@ def cmd_train(args) -> int:
         raise UsageError("--lr-steps applies to --lr-schedule multistep")
     if args.min_mask_ap50 is not None and not args.eval_at_end:
         raise UsageError("--min-mask-ap50 needs --eval-at-end")
-    dataset = _dataset(args, train=True)
+    dataset = _dataset(args, train=True)  # CocoDetection names pycocotools when it is missing
+    if args.eval_at_end:
+        _require_pycocotools("train --eval-at-end")
     classes = list(getattr(dataset, "classes", []) or []) or None
     model_args = {"depth": args.depth, "num_classes": int(dataset.num_classes), "classes": classes,
                   "kwargs": _model_kwargs(args)}
@@ -349,6 +361,7 @@ def cmd_eval(args) -> int:
     device = _device(args.device)
     model, _ = model_from_checkpoint(args.checkpoint, num_classes=int(dataset.num_classes), ops=args.ops,
                                      overrides=_model_kwargs(args))
+    _require_pycocotools("eval")
     with torch.inference_mode():
         results = _evaluate(model.to(device), dataset, device, args, args.output_json)
     return _check_min_ap(results, args)
@@ -400,6 +413,7 @@ def cmd_predict(args) -> int:
     device = _device(args.device)
     model, margs = model_from_checkpoint(args.checkpoint, num_classes=args.num_classes, ops=args.ops,
                                          overrides=_model_kwargs(args))
+    _require_pycocotools("predict (it writes masks as COCO RLE)")
     model.to(device)
     names = margs.get("classes")
     os.makedirs(args.output_dir, exist_ok=True)
@@ -560,6 +574,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UsageError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except MissingPycocotools as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

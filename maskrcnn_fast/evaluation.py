@@ -16,9 +16,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+from ._pycocotools import pycocotools
+
+# Importing this module needs pycocotools: everything here scores or writes COCO data.
+_pct = pycocotools("COCO evaluation (maskrcnn_fast.evaluation)")
+mask_utils, COCO, COCOeval = _pct.mask, _pct.coco.COCO, _pct.cocoeval.COCOeval
 
 __all__ = [
     "METRICS",

@@ -1,20 +1,52 @@
 #!/usr/bin/env bash
 # On a machine with a GPU and its own torch (no network, nothing installed from registries):
-# build the extension for this GPU's architecture, run the CUDA tests and the CUDA benchmarks,
-# print the table. Budget: under 8 minutes on an H100 (each step has its own timeout:
-# build 200 s, tests 100 s, benchmarks 170 s). The tests include the model parity on CUDA and
-# the benchmarks the model on CUDA (fp32 and autocast fp16, batch 1 and 8, with and without
-# CUDA-graph replay).
+# build the extension for this GPU, run every test that uses CUDA, time the CUDA benchmarks and
+# print their table.
 #
-#   bash scripts/gpu_check.sh            # build + CUDA tests + CUDA benchmarks
-#   bash scripts/gpu_check.sh --sanitize # + compute-sanitizer memcheck and racecheck on one
-#                                        #   small case of every CUDA kernel (scripts/sanitize_cases.py)
-#   bash scripts/gpu_check.sh --wheel    # + build a wheel for this GPU, install it into a fresh
-#                                        #   venv (sees this torch) and run an op on the GPU
-#   bash scripts/gpu_check.sh --no-bench # skip the benchmarks (e.g. with --sanitize --wheel)
-#   PYTHON=python3.12 bash scripts/gpu_check.sh
+# It needs what the lent GPU machine has: a Python (a venv there) with a CUDA torch and its
+# torchvision, nvcc, pytest, pytest-benchmark, hypothesis, numpy, matplotlib; no pycocotools
+# (the COCO tests are not CUDA tests). `make gpu-env-check` repeats its build and collection
+# here, against that machine's torch, without a GPU.
 #
-# Output (logs, bench.json, results.md, bench.png) goes to $OUT when set, else benchmarks/out.
+# Budget. A command there runs at most 10 minutes, so the timeouts of the steps one call runs
+# must add up to at most 540 s: the script refuses a combination that does not, before it
+# builds. The default call takes about 6-7 minutes on an H100/H200.
+#
+#   step                 timeout  what
+#   build                  160 s  nvcc for this GPU's architecture only, MAX_JOBS=nproc (12 .cu
+#                                 files, compiled in parallel); skipped when the sources, torch
+#                                 and architecture are those of the last build here (a second
+#                                 call on a warm machine)
+#   tests                  200 s  pytest -m cuda: every case that uses CUDA (about 600 with the
+#                                 fuzz suite's; tests/conftest.py marks them)
+#   bench-ops               70 s  the op benchmarks (81), MF_BENCH_BUDGET=0.2 s each
+#   bench-model            110 s  the model and training-iteration benchmarks (42)
+#                          -----
+#   default                540 s
+#
+#   --sanitize: the build, then compute-sanitizer on scripts/sanitize_cases.py, nothing else
+#   sanitize-memcheck      110 s  (the tests and benchmarks are the default call's; 400 s)
+#   sanitize-racecheck     130 s
+#   --wheel, with --no-bench or --no-tests:
+#   wheel                  120 s  link a wheel from the build's objects, install it into a fresh
+#                                 venv that sees this torch, run an op on the GPU
+#
+# A GPU session (15 minutes of machine time) is two calls on the same warm machine:
+#   bash scripts/gpu_check.sh                    # build, CUDA tests, CUDA benchmarks and table
+#   bash scripts/gpu_check.sh --sanitize         # build skipped: memcheck and racecheck
+# Other uses:
+#   bash scripts/gpu_check.sh --wheel --no-bench
+#   bash scripts/gpu_check.sh --no-tests         # benchmarks only
+#   bash scripts/gpu_check.sh --collect-only     # no GPU needed: build, then only collect what
+#                                                # each step would run (the dry run's mode)
+#   PYTHON=python3.12 OUT=/tmp/out bash scripts/gpu_check.sh
+#
+# Each step prints one line, "STEP <name>: <result> (rc, seconds of its timeout)". Files, few
+# and small, in $OUT (default benchmarks/out): build.log, tests.log, bench.log,
+# bench_ops.jsonl and bench_model.jsonl (each benchmark as it finishes, so a step cut by its
+# timeout keeps what it measured), results.md and bench.png (the table of both), and
+# sanitize_memcheck.log, sanitize_racecheck.log, wheel.log when asked for. No wheel file.
+# Exit status 0 when every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,77 +56,194 @@ export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 export PATH="$CUDA_HOME/bin:$PATH"
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export MASKRCNN_FAST_CUDA=1
+export MASKRCNN_FAST_EMU=0  # the emulated-CUDA extension is for machines without a GPU
 export PYTHONUNBUFFERED=1
-status=0
-SANITIZE=0; WHEEL=0; BENCH=1
+
+T_BUILD=${GPU_CHECK_BUILD_TIMEOUT:-160}  # the dry run's slow CPU build sets its own
+T_TESTS=200 T_BENCH_OPS=70 T_BENCH_MODEL=110 T_MEMCHECK=110 T_RACECHECK=130 T_WHEEL=120
+LIMIT=540
+
+SANITIZE=0; WHEEL=0; BENCH=1; TESTS=1; COLLECT=0
 for arg in "$@"; do
   case "$arg" in
-    --sanitize) SANITIZE=1 ;;
+    --sanitize) SANITIZE=1; BENCH=0; TESTS=0 ;;
     --wheel) WHEEL=1 ;;
     --no-bench) BENCH=0 ;;
-    *) echo "unknown option $arg (--sanitize, --wheel, --no-bench)"; exit 2 ;;
+    --no-tests) TESTS=0 ;;
+    --collect-only) COLLECT=1 ;;
+    *) echo "unknown option $arg (--sanitize, --wheel, --no-bench, --no-tests, --collect-only)"; exit 2 ;;
   esac
 done
 
+total=$T_BUILD
+[ "$TESTS" = 1 ] && total=$((total + T_TESTS))
+[ "$BENCH" = 1 ] && total=$((total + T_BENCH_OPS + T_BENCH_MODEL))
+[ "$SANITIZE" = 1 ] && total=$((total + T_MEMCHECK + T_RACECHECK))
+[ "$WHEEL" = 1 ] && total=$((total + T_WHEEL))
+if [ "$COLLECT" = 0 ] && [ "$total" -gt "$LIMIT" ]; then
+  echo "these steps may take ${total} s, over the ${LIMIT} s one call may spend: split them" \
+       "over two calls (e.g. --wheel with --no-bench)"
+  exit 2
+fi
+
+status=0
 step() { echo; echo "=== $* ($(date +%T))"; }
 
+pytest_line() {  # pytest's closing line in a log
+  grep -E "[0-9]+ (passed|failed|errors?|skipped|deselected|selected|tests? collected)|no tests (ran|collected)" "$1" \
+    2>/dev/null | tail -1 | sed -E 's/^=+ //; s/ =+$//'
+}
+
+# "STEP name: summary (rc R, S s of T s)"; by default the summary is pytest's closing line.
+report() {  # name rc seconds timeout log [summary]
+  local name=$1 rc=$2 secs=$3 limit=$4 log=$5 summary=${6:-}
+  [ -n "$summary" ] || summary=$(pytest_line "$log")
+  case "$rc" in
+    0) ;;
+    124|137) summary="TIMED OUT ${summary:+(}${summary}${summary:+)}"; status=1 ;;
+    *) status=1 ;;
+  esac
+  echo "STEP $name: ${summary:-no summary} (rc $rc, ${secs} s of ${limit} s)"
+}
+
+# Runs a step under its timeout; SIGINT first, so pytest still prints what ran.
+timed() {  # timeout log command...
+  local limit=$1 log=$2; shift 2
+  timeout -s INT -k 15 "$limit" "$@" >> "$log" 2>&1
+}
+
 step "machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-$PY -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+$PY -c "import sys, torch, torchvision; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)" \
+  || { echo "STEP machine: no torch for $PY"; exit 1; }
+$PY -c "import pycocotools" 2>/dev/null && echo "pycocotools: present" || echo "pycocotools: absent (COCO tests are not CUDA tests)"
 if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-  TORCH_CUDA_ARCH_LIST=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+  TORCH_CUDA_ARCH_LIST=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())") \
+    || { echo "STEP machine: no GPU visible to torch (set TORCH_CUDA_ARCH_LIST for --collect-only)"; exit 1; }
   export TORCH_CUDA_ARCH_LIST
 fi
-echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS; steps' timeouts add up to ${total} s"
 
 step "build against this torch"
-# The .so of another torch cannot load here: always rebuild.
-rm -rf build maskrcnn_fast/_C*.so
-timeout 200 $PY setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
-tail -2 "$OUT/build.log"
-$PY -c "import maskrcnn_fast; print(maskrcnn_fast.build_info())" || exit 1
+# build/ is kept between calls on a machine: ninja recompiles what changed. The stamp also skips
+# the link when nothing did, in case the copied sources arrive with new timestamps.
+stamp=$({ $PY -c "import sys, torch; print(sys.version, torch.__version__, torch.version.cuda)"
+          echo "$TORCH_CUDA_ARCH_LIST"; find csrc setup.py -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
+t0=$SECONDS
+if [ -f build/gpu_check.stamp ] && [ "$(cat build/gpu_check.stamp)" = "$stamp" ] \
+   && ls maskrcnn_fast/_C*.so >/dev/null 2>&1 && $PY -c "import maskrcnn_fast as m; assert m.build_info()['cuda_kernels']" 2>/dev/null; then
+  report build 0 0 "$T_BUILD" - "up to date, not rebuilt"
+else
+  rm -f maskrcnn_fast/_C*.so maskrcnn_fast/_build_config.py build/gpu_check.stamp
+  : > "$OUT/build.log"
+  timed "$T_BUILD" "$OUT/build.log" $PY setup.py build_ext --inplace
+  rc=$?
+  report build "$rc" $((SECONDS - t0)) "$T_BUILD" - "$(grep -cE '^\[[0-9]+/[0-9]+\]' "$OUT/build.log") compile steps"
+  [ "$rc" = 0 ] || { tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+fi
+$PY -c "
+import maskrcnn_fast
+info = maskrcnn_fast.build_info()
+print(info)
+assert info['cuda_kernels'], 'the extension has no CUDA kernels'
+" || exit 1
+echo "$stamp" > build/gpu_check.stamp
 
-step "CUDA tests (and the CPU-vs-CUDA equality tests)"
-timeout 100 $PY -m pytest tests -q --maxfail=20 -k "cuda" -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+if [ "$TESTS" = 1 ]; then
+  step "CUDA tests (pytest -m cuda)"
+  : > "$OUT/tests.log"
+  t0=$SECONDS
+  if [ "$COLLECT" = 1 ]; then
+    timed "$T_TESTS" "$OUT/tests.log" $PY -m pytest tests -q -m cuda -p no:cacheprovider --collect-only
+  else
+    timed "$T_TESTS" "$OUT/tests.log" $PY -m pytest tests -q -m cuda -p no:cacheprovider --maxfail=30
+  fi
+  rc=$?
+  grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -30
+  report tests "$rc" $((SECONDS - t0)) "$T_TESTS" "$OUT/tests.log"
+fi
 
 if [ "$SANITIZE" = 1 ]; then
   SAN=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
   for tool in memcheck racecheck; do
     step "compute-sanitizer --tool $tool"
-    timeout 150 "$SAN" --tool "$tool" --error-exitcode 3 $PY scripts/sanitize_cases.py \
-      > "$OUT/sanitize_$tool.log" 2>&1
+    limit=$T_MEMCHECK; [ "$tool" = racecheck ] && limit=$T_RACECHECK
+    log="$OUT/sanitize_$tool.log"
+    : > "$log"
+    t0=$SECONDS
+    if [ "$COLLECT" = 1 ]; then  # the cases themselves, on the CPU kernels
+      MF_SANITIZE_DEVICE=cpu timed "$limit" "$log" $PY scripts/sanitize_cases.py
+    else
+      timed "$limit" "$log" "$SAN" --tool "$tool" --error-exitcode 3 $PY scripts/sanitize_cases.py
+    fi
     rc=$?
-    grep -E "^(ok|FAIL)|ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race" "$OUT/sanitize_$tool.log" | head -40
-    [ "$rc" = 0 ] || { echo "compute-sanitizer $tool: rc $rc"; status=1; }
+    grep -E "^FAIL|Invalid|Race|Error" "$log" | grep -v "ERROR SUMMARY: 0" | head -20
+    report "sanitize-$tool" "$rc" $((SECONDS - t0)) "$limit" "$log" \
+      "$(grep -E '[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)$(grep -hE '(ERROR|RACECHECK) SUMMARY' "$log" | tail -1 | sed 's/^========= */; /')"
   done
 fi
 
 if [ "$WHEEL" = 1 ]; then
   step "wheel for $TORCH_CUDA_ARCH_LIST, installed into a fresh venv"
   WDIR=$(mktemp -d)
-  timeout 240 $PY -m pip wheel . --no-build-isolation --no-deps -w "$WDIR/dist" > "$OUT/wheel.log" 2>&1 \
-    || { tail -20 "$OUT/wheel.log"; status=1; }
-  ls "$WDIR"/dist/*.whl 2>/dev/null && cp "$WDIR"/dist/*.whl "$OUT"/ 2>/dev/null
-  $PY -m venv --system-site-packages "$WDIR/venv" \
-    && "$WDIR/venv/bin/python" -m pip install -q --no-deps --no-index "$WDIR"/dist/*.whl \
-    && (cd "$WDIR" && "$WDIR/venv/bin/python" -c "
-import torch, maskrcnn_fast
-info = maskrcnn_fast.build_info(); print(info)
-assert '$TORCH_CUDA_ARCH_LIST'.split(';')[0].replace('+PTX', '') in ' '.join(info['cuda_arch_list'])
-b = torch.tensor([[0., 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], device='cuda')
-print('nms on cuda from the wheel:', maskrcnn_fast.ops.nms(b, torch.tensor([0.9, 0.8, 0.7], device='cuda'), 0.5).tolist())
-") || { echo "WHEEL CHECK FAILED"; status=1; }
+  log="$OUT/wheel.log"
+  : > "$log"
+  t0=$SECONDS
+  # The in-place build's objects: bdist_wheel only links (--skip-build: a second build_ext
+  # would add torch's flags twice and recompile everything).
+  temp=$($PY -c "import sys, sysconfig; print(f'build/temp.{sysconfig.get_platform()}-{sys.implementation.cache_tag}')")
+  export WHEEL_DEVICE=cuda WHEEL_ARCH=${TORCH_CUDA_ARCH_LIST%%;*}
+  [ "$COLLECT" = 1 ] && WHEEL_DEVICE=cpu
+  cat > "$WDIR/check.py" <<'PYEOF'
+import os, sys, torch, torchvision, maskrcnn_fast
+info = maskrcnn_fast.build_info()
+print("wheel:", os.listdir("dist"), info)
+assert maskrcnn_fast.__file__.startswith(sys.prefix), maskrcnn_fast.__file__  # not the source tree
+assert info["cuda_kernels"] and os.environ["WHEEL_ARCH"].replace("+PTX", "") in " ".join(info["cuda_arch_list"]), info
+dev = os.environ["WHEEL_DEVICE"]
+b = torch.tensor([[0., 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], device=dev)
+s = torch.tensor([0.9, 0.8, 0.7], device=dev)
+keep = maskrcnn_fast.ops.nms(b, s, 0.5)
+assert torch.equal(keep, torchvision.ops.nms(b, s, 0.5)), keep
+print(f"nms on {dev} from the wheel: {keep.tolist()}")
+PYEOF
+  timed "$T_WHEEL" "$log" bash -c 'set -e
+    "$1" setup.py build --build-base "$2/build" --build-temp "$3" bdist_wheel --skip-build --dist-dir "$2/dist"
+    py=$("$1" scripts/overlay_venv.py "$2/venv")
+    "$py" -m pip install -q --no-deps --no-index --disable-pip-version-check "$2"/dist/*.whl
+    cd "$2" && "$py" check.py' wheel "$PY" "$WDIR" "$temp"
+  rc=$?
+  [ "$rc" = 0 ] || tail -20 "$log"
+  report wheel "$rc" $((SECONDS - t0)) "$T_WHEEL" "$log" "$(grep -E '^nms on' "$log" | tail -1)"
   rm -rf "$WDIR"
 fi
 
 if [ "$BENCH" = 1 ]; then
-  step "CUDA benchmarks"
-  MF_BENCH_DEVICE=cuda MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.3} timeout 170 $PY -m pytest benchmarks -q \
-    -o python_files='bench_*.py' -o python_functions='bench_*' -p no:cacheprovider \
-    --benchmark-only --benchmark-json="$OUT/bench.json" --benchmark-columns=median,rounds \
-    > "$OUT/bench.log" 2>&1 || { tail -30 "$OUT/bench.log"; status=1; }
-  $PY benchmarks/report.py "$OUT/bench.json" --out "$OUT" || status=1
+  : > "$OUT/bench.log"
+  bench=(-m pytest -q -o "python_files=bench_*.py" -o "python_functions=bench_*" -p no:cacheprovider
+         --benchmark-only --benchmark-columns=median,rounds)
+  [ "$COLLECT" = 1 ] && bench+=(--collect-only)
+  for part in ops model; do
+    step "CUDA benchmarks: $part"
+    if [ "$part" = ops ]; then
+      limit=$T_BENCH_OPS; files=(benchmarks --ignore=benchmarks/bench_model.py --ignore=benchmarks/bench_train.py)
+    else
+      limit=$T_BENCH_MODEL; files=(benchmarks/bench_model.py benchmarks/bench_train.py)
+    fi
+    rm -f "$OUT/bench_$part.jsonl"
+    t0=$SECONDS
+    MF_BENCH_DEVICE=cuda MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.2} MF_BENCH_STREAM="$OUT/bench_$part.jsonl" \
+      timed "$limit" "$OUT/bench.log" $PY "${bench[@]}" "${files[@]}"
+    rc=$?
+    [ "$rc" = 0 ] || grep -E "^(FAILED|ERROR)|Error" "$OUT/bench.log" | tail -10
+    summary=$(pytest_line "$OUT/bench.log")
+    [ "$COLLECT" = 1 ] || summary="$(cat "$OUT/bench_$part.jsonl" 2>/dev/null | wc -l) recorded; $summary"
+    report "bench-$part" "$rc" $((SECONDS - t0)) "$limit" "$OUT/bench.log" "$summary"
+  done
+  if [ "$COLLECT" = 0 ]; then
+    step "table"
+    $PY benchmarks/report.py "$OUT/bench_ops.jsonl" "$OUT/bench_model.jsonl" --out "$OUT" || status=1
+  fi
 fi
 
 step "done, status $status"

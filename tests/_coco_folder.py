@@ -1,9 +1,12 @@
-"""A tiny COCO-format folder for the data and evaluation tests (not a test module)."""
+"""A tiny COCO-format folder for the data and evaluation tests (not a test module).
+
+Imports without pycocotools (the test modules that import this one must collect on a machine
+without it); make_coco_folder needs it.
+"""
 import json
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 # Non-contiguous, unsorted category ids: labels follow increasing id (3 -> 1, 5 -> 2, 7 -> 3).
 CATEGORIES = [{"id": 7, "name": "square"}, {"id": 3, "name": "circle"}, {"id": 5, "name": "blob"}]
@@ -36,6 +39,8 @@ def _bbox(mask: np.ndarray):
 def make_coco_folder(root, corrupt=False):
     """Writes images and instances.json under ``root``; returns (root, ann_file, expected) where
     ``expected[image_id]`` lists (cat_id, mask, iscrowd) of the annotations the data set keeps."""
+    from pycocotools import mask as mask_utils
+
     rng = np.random.default_rng(0)
     images, anns, expected = [], [], {}
     for img_id, name, w, h in IMAGES:

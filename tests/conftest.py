@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -6,15 +7,17 @@ import torch
 import maskrcnn_fast
 
 CUDA_AVAILABLE = torch.cuda.is_available() and maskrcnn_fast.build_info()["cuda_kernels"]
+NO_CUDA_REASON = "no GPU, or the CUDA kernels are not built"
+
+# The GPU machine has no pycocotools: everything but reading and scoring COCO files runs there.
+HAS_PYCOCOTOOLS = importlib.util.find_spec("pycocotools") is not None
+needs_pycocotools = pytest.mark.skipif(
+    not HAS_PYCOCOTOOLS, reason="pycocotools is not installed: COCO files can be neither read nor scored"
+)
 
 DEVICES = [
     "cpu",
-    pytest.param(
-        "cuda",
-        marks=pytest.mark.skipif(
-            not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built"
-        ),
-    ),
+    pytest.param("cuda", marks=pytest.mark.skipif(not CUDA_AVAILABLE, reason=NO_CUDA_REASON)),
 ]
 
 
@@ -33,3 +36,28 @@ def seed(request):
     request.node.user_properties.append(("seed", s))
     print(f"seed={s}")
     return s
+
+
+def _is_cuda(value) -> bool:
+    if isinstance(value, torch.device):
+        return value.type == "cuda"
+    return isinstance(value, str) and (value == "cuda" or value.startswith("cuda:"))
+
+
+def runs_on_cuda(item) -> bool:
+    """A test case that uses a CUDA device on a machine that has one: a parameter "cuda" (the
+    device fixture, a backend), a skip where CUDA is missing, or its own ``cuda`` mark (device
+    mismatches, the fuzz tests that draw a device)."""
+    if item.get_closest_marker("cuda") is not None:
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and any(_is_cuda(v) for v in callspec.params.values()):
+        return True
+    return any(m.kwargs.get("reason") == NO_CUDA_REASON for m in item.iter_markers("skipif"))
+
+
+def pytest_collection_modifyitems(config, items):
+    # scripts/gpu_check.sh selects with -m cuda: by what a case runs on, not by its name.
+    for item in items:
+        if item.get_closest_marker("cuda") is None and runs_on_cuda(item):
+            item.add_marker(pytest.mark.cuda)

@@ -147,6 +147,7 @@ def test_bad_input_wrapper(device):
         box_iou(torch.zeros(2, 4, device=device), torch.zeros(3, 5, device=device))
 
 
+@pytest.mark.cuda
 def test_device_mismatch():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")

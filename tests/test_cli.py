@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from _tiny import TinyShapes, tiny_model, tiny_model_args
+from conftest import needs_pycocotools
 from maskrcnn_fast import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +78,26 @@ def test_bad_arguments(capsys, tmp_path, ckpt, images):
         _fails(capsys, ["train", "--amp", "--device", "cpu"], "--amp needs a CUDA device")
 
 
+def test_coco_commands_name_pycocotools_when_it_is_missing(monkeypatch, capsys, tmp_path, ckpt, images):
+    for name in ("pycocotools", "pycocotools.mask", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)  # as where it is not installed
+    need = "needs pycocotools, which is not installed (pip install pycocotools)"
+    _fails(capsys, ["eval", "--checkpoint", ckpt, "--dataset", "synthetic", "--num-images", "2", "--device", "cpu"],
+           "eval " + need)
+    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(tmp_path / "p"),
+                    "--device", "cpu"], need)
+    assert not (tmp_path / "p").exists()
+    _fails(capsys, ["train", *_SMALL, "--iterations", "1", "--eval-at-end", "--output-dir", str(tmp_path / "t")],
+           "train --eval-at-end " + need)
+    assert not (tmp_path / "t").exists()  # refused before training
+    (tmp_path / "img").mkdir()
+    (tmp_path / "ann.json").write_text('{"images": [], "annotations": [], "categories": []}')
+    _fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path / "img"), "--ann-file",
+                    str(tmp_path / "ann.json"), "--device", "cpu"], need)
+    # bad arguments still come first
+    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found")
+
+
 def test_bad_argument_in_a_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "maskrcnn_fast", "eval", "--checkpoint", str(tmp_path / "x.pt")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -94,6 +115,7 @@ def _check_outputs(out, names):
             assert "segmentation" in d and d["segmentation"]["size"] == [64, 64]
 
 
+@needs_pycocotools
 def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
     out = tmp_path / "out"
     rc = cli.main(["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(out), "--score-thresh", "0",
@@ -104,6 +126,7 @@ def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
     assert capsys.readouterr().out.count("detections ->") == 2
 
 
+@needs_pycocotools
 def test_predict_plain_state_dict(tmp_path, ckpt, images):
     # a torchvision-style .pth: a bare state_dict; depth and classes come from its tensors
     sd = tmp_path / "weights.pth"
@@ -132,8 +155,8 @@ def test_infer_depth():
         assert cli.infer_depth(keys) == depth
 
 
+@needs_pycocotools
 def test_eval_prints_table(tmp_path, capsys, ckpt):
-    pytest.importorskip("maskrcnn_fast.evaluation")
     pytest.importorskip("maskrcnn_fast.data", reason="needs SyntheticShapes")
     js = tmp_path / "eval.json"
     rc = cli.main(["eval", "--checkpoint", ckpt, "--dataset", "synthetic", "--num-images", "2",
@@ -157,6 +180,7 @@ def test_bench_runs_what_make_bench_runs(monkeypatch, tmp_path):
     assert report_cmd[1:] == ["benchmarks/report.py", f"{tmp_path}/bench.json", "--out", str(tmp_path)]
 
 
+@needs_pycocotools
 def test_train_then_eval_on_a_coco_folder(tmp_path, capsys):
     from _coco_folder import make_coco_folder
 
@@ -205,6 +229,7 @@ _SMALL = ["--dataset", "synthetic", "--num-images", "4", "--image-size", "64", "
           "--workers", "0", "--device", "cpu", "--no-progress", "--threads", "1"]
 
 
+@needs_pycocotools
 def test_train_small_model_adamw_cosine(tmp_path, capsys):
     pytest.importorskip("maskrcnn_fast.data", reason="needs SyntheticShapes")
     out = tmp_path / "run"

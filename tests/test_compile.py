@@ -13,7 +13,7 @@ import torch
 import maskrcnn_fast
 from maskrcnn_fast.models import maskrcnn_resnet_fpn
 
-from conftest import CUDA_AVAILABLE
+from conftest import CUDA_AVAILABLE, NO_CUDA_REASON
 
 SMALL = dict(
     num_classes=11,
@@ -190,7 +190,8 @@ def test_captured_call_path_on_cpu(model):
         _assert_same(second, model(second_images))
 
 
-@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason=NO_CUDA_REASON)
 def test_cuda_graph_replay_equals_eager(model):
     m = copy.deepcopy(model).cuda()
     captured = maskrcnn_fast.capture_cuda_graph(m, _images(seed=7, device="cuda"))

@@ -6,6 +6,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
 from _coco_folder import IMAGES, make_coco_folder
+from conftest import needs_pycocotools
 from maskrcnn_fast.data import (
     CocoDetection,
     Compose,
@@ -27,6 +28,7 @@ def coco(tmp_path):
 # ---- CocoDetection -------------------------------------------------------------------------------
 
 
+@needs_pycocotools
 def test_coco_labels_mapping(coco):
     root, ann, _ = coco
     ds = CocoDetection(root, ann)
@@ -38,6 +40,7 @@ def test_coco_labels_mapping(coco):
     assert [ds.get_height_and_width(i) for i in range(3)] == [(h, w) for _, _, w, h in IMAGES]
 
 
+@needs_pycocotools
 def test_coco_items(coco):
     root, ann, expected = coco
     ds = CocoDetection(root, ann)
@@ -62,6 +65,7 @@ def test_coco_items(coco):
             assert t["boxes"][j].tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
+@needs_pycocotools
 def test_coco_filters(coco):
     root, ann, _ = coco
     ds = CocoDetection(root, ann, remove_images_without_annotations=True)
@@ -70,6 +74,7 @@ def test_coco_filters(coco):
     assert t["iscrowd"].tolist() == [0, 0]
 
 
+@needs_pycocotools
 def test_coco_transforms_applied(coco):
     root, ann, _ = coco
     ds = CocoDetection(root, ann, transforms=RandomHorizontalFlip(p=1.0))
@@ -79,6 +84,7 @@ def test_coco_transforms_applied(coco):
     assert torch.equal(t["masks"], plain_t["masks"].flip(-1))
 
 
+@needs_pycocotools
 def test_coco_unreadable_image(tmp_path):
     root, ann, _ = make_coco_folder(tmp_path, corrupt=True)
     ds = CocoDetection(root, ann)
@@ -89,6 +95,7 @@ def test_coco_unreadable_image(tmp_path):
         ds[2]
 
 
+@needs_pycocotools
 def test_coco_size_mismatch(tmp_path):
     root, ann, _ = make_coco_folder(tmp_path)
     Image.new("RGB", (7, 9)).save(root / "c.png")
@@ -189,6 +196,7 @@ def _sizes(n=37, seed=0):
     return [tuple(torch.randint(10, 60, (2,), generator=g).tolist()) for _ in range(n)]
 
 
+@needs_pycocotools
 def test_aspect_ratio_groups(coco):
     assert aspect_ratio_bins(0) == [1.0]
     bins = aspect_ratio_bins(2)
@@ -253,6 +261,7 @@ def test_grouped_batch_sampler_bad_size():
 # ---- collate -------------------------------------------------------------------------------------
 
 
+@needs_pycocotools
 def test_collate(coco):
     root, ann, _ = coco
     ds = CocoDetection(root, ann)

@@ -4,9 +4,11 @@ import json
 import pytest
 import torch
 
-from _coco_folder import make_coco_folder
-from maskrcnn_fast.data import CocoDetection, collate_fn
-from maskrcnn_fast.evaluation import (
+pytest.importorskip("pycocotools", reason="pycocotools is not installed: COCO files can be neither read nor scored")
+
+from _coco_folder import make_coco_folder  # noqa: E402
+from maskrcnn_fast.data import CocoDetection, collate_fn  # noqa: E402
+from maskrcnn_fast.evaluation import (  # noqa: E402
     METRICS,
     coco_from_dataset,
     evaluate,
@@ -14,7 +16,7 @@ from maskrcnn_fast.evaluation import (
     format_table,
     metrics_path,
 )
-from maskrcnn_fast.models import maskrcnn_resnet_fpn
+from maskrcnn_fast.models import maskrcnn_resnet_fpn  # noqa: E402
 
 
 @pytest.fixture

@@ -288,6 +288,7 @@ def test_bad_input(device, change, match):
         torch.ops.maskrcnn_fast.match_boxes(*kw.values())
 
 
+@pytest.mark.cuda
 def test_device_mismatch():
     if not torch.cuda.is_available():
         pytest.skip("needs a GPU")

@@ -16,7 +16,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as tv_resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from conftest import CUDA_AVAILABLE
+from conftest import CUDA_AVAILABLE, NO_CUDA_REASON
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
 from maskrcnn_fast.models.transform import ImageTransform, paste_masks_loop
 
@@ -313,7 +313,8 @@ def test_eval_matches_torchvision(models, tv_detections, impl, batch):
     _assert_same_detections(got, tv_detections[batch])
 
 
-@pytest.mark.skipif(not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA_AVAILABLE, reason=NO_CUDA_REASON)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_eval_matches_torchvision_cuda(models, batch):
     """On the GPU, fp32 without TF32: torchvision's model and ours (fused kernels) agree."""

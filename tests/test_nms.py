@@ -288,6 +288,7 @@ def test_bad_input(device):
         batched_nms(b[:, :3], s, i, 0.5)
 
 
+@pytest.mark.cuda  # the meta device stands in without a GPU
 def test_device_mismatch():
     b, s = torch.rand(5, 4), torch.rand(5)
     other = "cuda" if torch.cuda.is_available() else "meta"

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import site
 import subprocess
 import sys
 import sysconfig
@@ -145,15 +144,12 @@ print(json.dumps({
 def test_installs_into_a_fresh_venv_and_runs(wheel, tmp_path):
     whl, with_cuda, archs = wheel
     env_dir = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(env_dir)],
-                   check=True)
+    # sees this torch even from inside a virtual environment (make test's .venv)
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "overlay_venv.py"), str(env_dir)], check=True,
+                   capture_output=True)
     py = env_dir / "bin" / "python"
-    # --system-site-packages reaches the base interpreter's packages only; when torch lives in
-    # a virtual environment (make test's .venv), this one has to see that one's too.
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
-    with open(os.path.join(purelib, "outer-site-packages.pth"), "w") as f:
-        f.write("\n".join(site.getsitepackages()) + "\n")
     p = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
                         "--disable-pip-version-check", str(whl)],
                        cwd=tmp_path, env=_clean_env(), capture_output=True, text=True)

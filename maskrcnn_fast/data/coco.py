@@ -7,8 +7,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
+
+from .._pycocotools import pycocotools
 
 __all__ = ["CocoDetection", "decode_segmentation", "load_image"]
 
@@ -32,8 +32,10 @@ def load_image(path: str) -> torch.Tensor:
 def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, uncompressed RLE or compressed RLE) -> uint8 [H, W].
 
-    Polygons with fewer than 3 points are skipped; none left gives an empty mask.
+    Polygons with fewer than 3 points are skipped; none left gives an empty mask. Needs
+    pycocotools (raises ImportError naming it otherwise).
     """
+    mask_utils = pycocotools("decoding a COCO segmentation").mask
     if isinstance(segm, list):
         polys = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
         if not polys:
@@ -85,7 +87,8 @@ class CocoDetection(torch.utils.data.Dataset):
     Category ids are mapped to contiguous labels in increasing id order:
     ``cat_id_to_label``, ``label_to_cat_id``; ``classes[label]`` is the category name,
     ``classes[0] == "__background__"``; ``num_classes = C + 1``. The pycocotools object is
-    ``coco`` and the image ids, in item order, ``ids``.
+    ``coco`` and the image ids, in item order, ``ids``. Needs pycocotools (raises ImportError
+    naming it otherwise).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.ann_file = os.fspath(ann_file)
         self.transforms = transforms
         self.skip_crowd = skip_crowd
+        COCO = pycocotools("reading a COCO annotation file").coco.COCO
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints timings
             self.coco = COCO(self.ann_file)
         ids = sorted(self.coco.imgs.keys())

@@ -44,6 +44,7 @@ def _pair_scale(out):
 
 # ---- anchors ----------------------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_grid_anchors(data):
     draw = data.draw
@@ -69,6 +70,7 @@ def test_fuzz_grid_anchors(data):
     assert torch.equal(got.cpu(), torch.cat(tv_out))
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_anchor_generator_module(data):
     draw = data.draw
@@ -96,6 +98,7 @@ def test_fuzz_anchor_generator_module(data):
 
 # ---- decode -----------------------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_decode_boxes(data):
     draw = data.draw
@@ -138,6 +141,7 @@ def test_fuzz_decode_boxes(data):
 
 # ---- encode -----------------------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_encode_boxes(data):
     draw = data.draw

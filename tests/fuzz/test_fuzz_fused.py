@@ -127,6 +127,7 @@ def _tv_rpn(obj, deltas, cells, grids, sizes, p):
         return rpn.filter_proposals(proposals, objectness, images.image_sizes, per_level)
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_rpn_proposals(data):
     draw = data.draw
@@ -164,6 +165,7 @@ def test_fuzz_rpn_proposals(data):
 
 # ---- detection_postprocess --------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_detection_postprocess(data):
     draw = data.draw

@@ -42,6 +42,7 @@ def _upcast(t):
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_nms(data):
     draw = data.draw
@@ -56,6 +57,7 @@ def test_fuzz_nms(data):
         assert got.unique().numel() == got.numel() and int(got.min()) >= 0 and int(got.max()) < n
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_batched_nms(data):
     draw = data.draw

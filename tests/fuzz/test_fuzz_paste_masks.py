@@ -40,6 +40,7 @@ def _masks(draw, n, m1, m2, dtype):
     return t.to(dtype)
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_paste_masks(data):
     draw = data.draw
@@ -76,6 +77,7 @@ def test_fuzz_paste_masks(data):
     assert torch.equal(binary, ref.paste_masks(masks, b, (h, w), padding=padding, threshold=thr))
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_paste_masks_batched(data):
     draw = data.draw

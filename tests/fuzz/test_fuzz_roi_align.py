@@ -57,6 +57,7 @@ def _grid_is_bounded(rois, scale, ph, pw, aligned):
     return bool((size[:, 1] / ph <= 16).all()) and bool((size[:, 0] / pw <= 16).all())
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_roi_align(data):
     draw = data.draw
@@ -161,6 +162,7 @@ def test_fuzz_roi_align_errors(data):
 
 # ---- multilevel ------------------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_multilevel_roi_align(data):
     draw = data.draw

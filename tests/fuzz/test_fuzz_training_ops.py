@@ -53,6 +53,7 @@ def _moderate(b):
 
 # ---- box_iou ----------------------------------------------------------------------------------
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_box_iou(data):
     draw = data.draw
@@ -81,6 +82,7 @@ def test_fuzz_box_iou(data):
     assert not bool(bad.any()), (got[bad][:4].tolist(), want[bad][:4].tolist())
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_box_iou_integer_and_mixed(data):
     """Integer boxes: exact in float64, returned in the default dtype (torchvision's true
@@ -178,6 +180,7 @@ def _match_problem(draw):
     return gt, gt_counts, bx, box_counts, high, low, allow
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(problem=_match_problem(), device=devices, data=st.data())
 def test_fuzz_match_boxes(problem, device, data):
     gt, gt_counts, bx, box_counts, high, low, allow = problem
@@ -305,6 +308,7 @@ def _rois(bx, idx, dtype):
     return torch.cat([torch.cat([i[:, None].to(dtype), b], 1) for i, b in zip(idx, bx)])
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(problem=_mask_problem(), device=devices, data=st.data())
 def test_fuzz_mask_targets(problem, device, data):
     masks, bx, idx, m, dtype = problem
@@ -365,6 +369,7 @@ def test_fuzz_mask_targets(problem, device, data):
                                    atol=1e-5 * vmax)
 
 
+@pytest.mark.cuda  # draws its device: cuda too where there is one
 @given(data=st.data())
 def test_fuzz_mask_targets_errors(data):
     draw = data.draw
