@@ -110,7 +110,9 @@ def _coco(root: str, ann: str, train: bool, options):
         ds = CocoDetection(root, ann, transforms=Compose([RandomHorizontalFlip(0.5)]) if train else None,
                            remove_images_without_annotations=train, skip_crowd=train)
     except (ValueError, KeyError, TypeError) as e:  # JSON syntax, missing keys, checks
-        raise UsageError(f"{opt_ann} {ann}: {_one_line(e)}") from None
+        msg = _one_line(e)
+        msg = msg[len(ann) + 2:] if msg.startswith(f"{ann}: ") else msg  # the option names the file
+        raise UsageError(f"{opt_ann} {ann}: {msg}") from None
     missing = ds.missing_images()
     _need(not missing, f"{opt_root} {root}: {len(missing)} of the {len(ds)} images {ann} lists are missing, "
           f"e.g. {missing[0] if missing else ''}")
@@ -134,7 +136,7 @@ def _dataset(args, train: bool, image_size=None):
         if not train and getattr(args, "val_data_path", None):
             return _coco(args.val_data_path, args.val_ann_file, False, ("--val-data-path", "--val-ann-file"))
         ds = _coco(args.data_path, args.ann_file, train, ("--data-path", "--ann-file"))
-        if train:
+        if train and int(os.environ.get("RANK", 0)) == 0:
             print(ds.drop_summary(), flush=True)
         return ds
     raise UsageError(f"unknown dataset {args.dataset!r} (choose synthetic or coco)")
@@ -275,6 +277,8 @@ def cmd_train(args) -> int:
     if args.resume:
         ck = read_weights(args.resume, "--resume")
         old = ck.get("model_args") or {}
+        if args.depth is None and old.get("depth"):
+            model_args["depth"] = old["depth"]
         _need(old.get("num_classes") in (None, model_args["num_classes"]),
               f"--resume: the checkpoint has {old.get('num_classes')} classes but the data set has "
               f"{model_args['num_classes']}")
@@ -411,7 +415,8 @@ def cmd_predict(args) -> int:
     from .data.images import check_image
     from .predict import predict_image, read_photo, write_outputs
 
-    _check_numbers(args, [("--score-thresh", lambda v: 0 <= v <= 1, "in [0, 1]")] + _MODEL_RULES)
+    _check_numbers(args, [("--score-thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                          ("--num-classes", lambda v: v >= 2, ">= 2 (background included)")] + _MODEL_RULES)
     spec, option = _weights_arg(args)
     files = _list_images(args.inputs)
     for f in files:  # headers only: the pixels are decoded one image at a time below

@@ -18,7 +18,6 @@ Distributed: launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), :func:`ini
 joins the process group (nccl on CUDA, gloo on the CPU) and the model is wrapped in
 DistributedDataParallel; only rank 0 prints and writes checkpoints.
 """
-import bisect
 import math
 import os
 import time
@@ -31,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ._reproducible import SeededItems, SkipBatches, item_seed, rng_state, seed_everything, set_rng_state
+from .lr_schedules import LR_SCHEDULES, OPTIMIZERS, WarmupCosine, WarmupMultiStep, default_lr
 
 __all__ = [
     "DistInfo",
@@ -52,18 +52,6 @@ _RANK_DUMP_ENV = "MASKRCNN_FAST_RANK_DUMP"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops rather than corrupting the weights."""
-
-
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("multistep", "cosine")
-
-
-def default_lr(total_batch_size: int, optimizer: str = "sgd") -> float:
-    """SGD: torchvision's 0.02 for 16 images, scaled linearly. AdamW: 1e-3 (its step size
-    does not grow with the gradient's scale, so no batch scaling)."""
-    if optimizer == "adamw":
-        return 1e-3
-    return 0.02 * total_batch_size / 16
 
 
 # ---- distributed ---------------------------------------------------------------------------------
@@ -105,44 +93,6 @@ def _reduce_mean(values: Dict[str, torch.Tensor], info: DistInfo) -> Dict[str, f
         dist.all_reduce(stacked)
         stacked /= info.world_size
     return dict(zip(names, stacked.tolist()))
-
-
-# ---- learning rate -------------------------------------------------------------------------------
-class WarmupMultiStep:
-    """lr factor at iteration ``it``: linear warm-up from ``warmup_factor`` to 1 over
-    ``warmup_iters``, times ``gamma`` per milestone (iterations) passed. A plain object, so
-    LambdaLR's state_dict keeps its settings."""
-
-    def __init__(self, milestones: Sequence[int], gamma: float = 0.1, warmup_iters: int = 1000,
-                 warmup_factor: float = 0.001):
-        self.milestones = sorted(int(m) for m in milestones)
-        self.gamma = float(gamma)
-        self.warmup_iters = int(warmup_iters)
-        self.warmup_factor = float(warmup_factor)
-
-    def __call__(self, it: int) -> float:
-        f = self.gamma ** bisect.bisect_right(self.milestones, it)
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            f *= self.warmup_factor * (1 - alpha) + alpha
-        return f
-
-
-class WarmupCosine:
-    """lr factor at iteration ``it``: linear warm-up from ``warmup_factor`` to 1 over
-    ``warmup_iters``, then half a cosine from 1 down to 0 at ``total_iters``."""
-
-    def __init__(self, total_iters: int, warmup_iters: int = 1000, warmup_factor: float = 0.001):
-        self.total_iters = int(total_iters)
-        self.warmup_iters = int(warmup_iters)
-        self.warmup_factor = float(warmup_factor)
-
-    def __call__(self, it: int) -> float:
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            return self.warmup_factor * (1 - alpha) + alpha
-        t = min(1.0, (it - self.warmup_iters) / max(1, self.total_iters - self.warmup_iters))
-        return 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _default_collate(batch):

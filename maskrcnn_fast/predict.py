@@ -54,6 +54,8 @@ def _support(box, m: int, h: int, w: int):
     """(y0, y1, x0, x1): the rows and columns a pasted M x M mask can touch. The paste scales the
     box by (M + 2) / M about its centre (one pixel of padding each side) and truncates to whole
     pixels; two pixels of margin more cover the rounding."""
+    if not all(math.isfinite(v) for v in box):
+        return 0, h, 0, w
     x1, y1, x2, y2 = box
     sx, sy = (x2 - x1) * 0.5 * (m + 2) / m, (y2 - y1) * 0.5 * (m + 2) / m
     cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5

@@ -337,7 +337,7 @@ def test_coco_folder_checked_before_training(tmp_path, capsys):
     (root / "moved.png").rename(root / "wide2.png")
     js["annotations"][0]["category_id"] = 4
     ann.write_text(json.dumps(js))
-    _fails(capsys, ["train", *args], f"--ann-file {ann}: {ann}: annotation 1 (image 1) has category_id 4, "
+    _fails(capsys, ["train", *args], f"--ann-file {ann}: annotation 1 (image 1) has category_id 4, "
                                      "which is not in categories (ids [1, 2])")
     torch.save({"model": tiny_model(3).state_dict(), "model_args": tiny_model_args(3)}, tmp_path / "ck.pt")
     ann.write_text("{not json")
@@ -379,3 +379,17 @@ def test_photo_folder_trains_on_every_image(tmp_path, capsys):
     assert json.loads((out / "history.json").read_text())[0]["epoch"] == 1
     ds = _dataset(cli.make_parser().parse_args(["train", *_photo_args(root, ann)]), train=True)
     assert all(ds[i][1]["iscrowd"].sum() == 0 for i in range(len(ds)))  # crowd regions are not objects
+
+
+def test_eval_model_that_predicts_category_ids(tmp_path, capsys):
+    # torchvision's COCO models have a class per category id (91 for ids 1..90): a data set with
+    # those ids is scored with them as labels rather than refused for its 80 contiguous labels
+    from _coco_folder import make_coco_folder
+
+    root, ann, _ = make_coco_folder(tmp_path / "coco")  # category ids 3, 5, 7
+    torch.save({"model": tiny_model(8).state_dict(), "model_args": tiny_model_args(8)}, tmp_path / "ids.pt")
+    rc = cli.main(["eval", "--checkpoint", str(tmp_path / "ids.pt"), "--dataset", "coco", "--data-path", str(root),
+                   "--ann-file", str(ann), "--device", "cpu", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "segm" in cap.out

@@ -161,10 +161,12 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def use_category_ids_as_labels(self) -> None:
         """Labels become the category ids themselves (``num_classes = max id + 1``; ``classes``
-        "N/A" where no category has the id), as torchvision's COCO models predict them."""
+        "N/A" where no category has the id), as torchvision's COCO models predict them. Detections of
+        an "N/A" label are left out of the scores."""
         ids = sorted(self.coco.cats)
         self.cat_id_to_label = {c: c for c in ids}
-        self.label_to_cat_id = {c: c for c in ids}
+        # every label, "N/A" ones too: COCOeval scores the declared categories and ignores the rest
+        self.label_to_cat_id = {c: c for c in range(1, ids[-1] + 1)}
         names = {c: str(self.coco.cats[c].get("name", c)) for c in ids}
         self.classes = ["__background__"] + [names.get(i, "N/A") for i in range(1, ids[-1] + 1)]
         self.num_classes = ids[-1] + 1

@@ -108,11 +108,10 @@ def frozen_bn_eps_of(path=None, checkpoint=None) -> Optional[float]:
     """
     ck = checkpoint
     if isinstance(ck, Mapping):
-        kw = (ck.get("model_args") or {}).get("kwargs") or {} if isinstance(ck.get("model_args"), Mapping) else {}
-        if kw.get("frozen_bn_eps") is not None:
-            return float(kw["frozen_bn_eps"])
-        if "model_args" in ck:
-            return None
+        if "model_args" in ck:  # ours: built with what model_args says
+            margs = ck["model_args"] if isinstance(ck["model_args"], Mapping) else {}
+            eps = (margs.get("kwargs") or {}).get("frozen_bn_eps")
+            return None if eps is None else float(eps)
         args = ck.get("args")
         args = vars(args) if isinstance(args, argparse.Namespace) else args
         if isinstance(args, Mapping) and args.get("model", "maskrcnn_resnet50_fpn") == "maskrcnn_resnet50_fpn":
