@@ -18,7 +18,6 @@ Distributed: launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), :func:`ini
 joins the process group (nccl on CUDA, gloo on the CPU) and the model is wrapped in
 DistributedDataParallel; only rank 0 prints and writes checkpoints.
 """
-import bisect
 import math
 import os
 import time
@@ -28,9 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ._reproducible import SeededItems, SkipBatches, item_seed, rng_state, seed_everything, set_rng_state
+from .lr_schedules import LR_SCHEDULES, OPTIMIZERS, WarmupCosine, WarmupMultiStep, default_lr
 
 __all__ = [
     "DistInfo",
@@ -52,18 +52,6 @@ _RANK_DUMP_ENV = "MASKRCNN_FAST_RANK_DUMP"
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stops rather than corrupting the weights."""
-
-
-OPTIMIZERS = ("sgd", "adamw")
-LR_SCHEDULES = ("multistep", "cosine")
-
-
-def default_lr(total_batch_size: int, optimizer: str = "sgd") -> float:
-    """SGD: torchvision's 0.02 for 16 images, scaled linearly. AdamW: 1e-3 (its step size
-    does not grow with the gradient's scale, so no batch scaling)."""
-    if optimizer == "adamw":
-        return 1e-3
-    return 0.02 * total_batch_size / 16
 
 
 # ---- distributed ---------------------------------------------------------------------------------
@@ -107,44 +95,6 @@ def _reduce_mean(values: Dict[str, torch.Tensor], info: DistInfo) -> Dict[str, f
     return dict(zip(names, stacked.tolist()))
 
 
-# ---- learning rate -------------------------------------------------------------------------------
-class WarmupMultiStep:
-    """lr factor at iteration ``it``: linear warm-up from ``warmup_factor`` to 1 over
-    ``warmup_iters``, times ``gamma`` per milestone (iterations) passed. A plain object, so
-    LambdaLR's state_dict keeps its settings."""
-
-    def __init__(self, milestones: Sequence[int], gamma: float = 0.1, warmup_iters: int = 1000,
-                 warmup_factor: float = 0.001):
-        self.milestones = sorted(int(m) for m in milestones)
-        self.gamma = float(gamma)
-        self.warmup_iters = int(warmup_iters)
-        self.warmup_factor = float(warmup_factor)
-
-    def __call__(self, it: int) -> float:
-        f = self.gamma ** bisect.bisect_right(self.milestones, it)
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            f *= self.warmup_factor * (1 - alpha) + alpha
-        return f
-
-
-class WarmupCosine:
-    """lr factor at iteration ``it``: linear warm-up from ``warmup_factor`` to 1 over
-    ``warmup_iters``, then half a cosine from 1 down to 0 at ``total_iters``."""
-
-    def __init__(self, total_iters: int, warmup_iters: int = 1000, warmup_factor: float = 0.001):
-        self.total_iters = int(total_iters)
-        self.warmup_iters = int(warmup_iters)
-        self.warmup_factor = float(warmup_factor)
-
-    def __call__(self, it: int) -> float:
-        if it < self.warmup_iters:
-            alpha = it / self.warmup_iters
-            return self.warmup_factor * (1 - alpha) + alpha
-        t = min(1.0, (it - self.warmup_iters) / max(1, self.total_iters - self.warmup_iters))
-        return 0.5 * (1 + math.cos(math.pi * t))
-
-
 def _default_collate(batch):
     return tuple(zip(*batch))
 
@@ -183,7 +133,9 @@ class Trainer:
     checkpoints. on_iteration(record): called on every rank after each step with the record
     dict (iteration, epoch, loss, each loss term, lr).
     group_ids: per-item aspect-ratio group ids (batches from one group,
-    maskrcnn_fast.data.GroupedBatchSampler) or None (plain batches).
+    maskrcnn_fast.data.GroupedBatchSampler) or None (one group). No image is left out of an
+    epoch: a group's last batch is topped up with repeats of its images. Records count epochs
+    from 1.
     """
 
     def __init__(
@@ -259,11 +211,9 @@ class Trainer:
 
         self.dataset = SeededItems(dataset, self.seed)
         self._epoch_lens: Dict[int, int] = {}
+        if len(dataset) == 0:
+            raise ValueError("the data set is empty")
         self.iters_per_epoch = self.epoch_len(0)
-        if self.iters_per_epoch == 0:
-            raise ValueError(
-                f"the data set has {len(dataset)} images: not one batch of {self.batch_size} per process "
-                f"({self.info.world_size} processes)")
         # by iterations: epochs run until the count is reached; by epochs: the count is an
         # estimate when grouped batching makes epochs differ in length
         self.by_iterations = iterations is not None
@@ -298,25 +248,29 @@ class Trainer:
             self.load(resume)
 
     # -- data --
-    def _batches(self, epoch: int):
+    def _batches(self, epoch: int, num_batches: Optional[int] = None):
+        # Every image of the epoch is in a batch: a group's leftovers are topped up with repeats
+        # of that group's images (torchvision's GroupedBatchSampler), so no image is skipped
+        # for being alone in its aspect-ratio group, and batches stay full. Without groups, one
+        # group: the last short batch is topped up alike instead of dropped.
+        from .data.samplers import GroupedBatchSampler
+
         sampler = DistributedSampler(self.dataset, num_replicas=self.info.world_size, rank=self.info.rank,
                                      shuffle=True, seed=self.seed)
         sampler.set_epoch(epoch)
-        if self.group_ids is not None:
-            from .data import GroupedBatchSampler
-
-            return GroupedBatchSampler(sampler, self.group_ids, self.batch_size, drop_last=True)
-        return BatchSampler(sampler, self.batch_size, drop_last=True)
+        groups = self.group_ids if self.group_ids is not None else [0] * len(self.dataset)
+        return GroupedBatchSampler(sampler, groups, self.batch_size, fill_last=True, num_batches=num_batches)
 
     def epoch_len(self, epoch: int) -> int:
-        """Steps in ``epoch``: the same on every rank (the fewest batches any rank has), or
-        DistributedDataParallel would wait forever for the rank that ran out."""
+        """Steps in ``epoch``: the same on every rank (the most batches any rank has; the
+        others repeat their first batches), or DistributedDataParallel would wait forever for
+        the rank that ran out."""
         if epoch not in self._epoch_lens:
-            n = len(self._batches(epoch))
+            n = self._batches(epoch).natural_len()
             if self.info.enabled:
                 t = torch.tensor([n], dtype=torch.int64,
                                  device=self.device if self.device.type == "cuda" else "cpu")
-                dist.all_reduce(t, op=dist.ReduceOp.MIN)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
                 n = int(t.item())
             self._epoch_lens[epoch] = n
         return self._epoch_lens[epoch]
@@ -330,7 +284,8 @@ class Trainer:
         self.dataset.epoch = epoch
         # an explicit generator: creating the iterator must not draw from the global RNG
         g = torch.Generator().manual_seed(item_seed(self.seed, epoch, 0))
-        return DataLoader(self.dataset, batch_sampler=SkipBatches(self._batches(epoch), skip),
+        batches = self._batches(epoch, num_batches=self.epoch_len(epoch))
+        return DataLoader(self.dataset, batch_sampler=SkipBatches(batches, skip),
                           num_workers=self.workers, collate_fn=self.collate_fn, generator=g,
                           pin_memory=self.device.type == "cuda")
 
@@ -485,7 +440,7 @@ class Trainer:
         total = sum(values.values())
         if not math.isfinite(total):
             raise NonFiniteLossError(
-                f"loss is {total} at iteration {self.iteration + 1} (epoch {epoch}): "
+                f"loss is {total} at iteration {self.iteration + 1} (epoch {epoch + 1}): "
                 + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
                 + "; try a lower --lr, a longer --warmup-iters or --clip-grad-norm")
         self.optimizer.zero_grad(set_to_none=True)
@@ -498,7 +453,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.lr_scheduler.step()
         self.iteration += 1
-        return {"iteration": self.iteration, "epoch": epoch, "loss": total, "lr": lr, **values}
+        # epochs are counted from 1 where people read them (the checkpoint keeps the 0-based
+        # position it resumes from)
+        return {"iteration": self.iteration, "epoch": epoch + 1, "loss": total, "lr": lr, **values}
 
     def _report(self, r: dict) -> None:
         if not self.info.is_main:

@@ -69,15 +69,48 @@ def _base(dataset):
     return dataset
 
 
-def encode_masks(masks: torch.Tensor) -> List[dict]:
-    """uint8/bool [K, H, W] -> K compressed RLEs with str counts (JSON-ready)."""
+def encode_masks(masks: torch.Tensor, offset: Tuple[int, int] = (0, 0), size: Optional[Tuple[int, int]] = None
+                 ) -> List[dict]:
+    """uint8/bool [K, H, W] -> K compressed RLEs with str counts (JSON-ready).
+
+    With ``size`` (image height, width), the masks are crops whose top-left pixel sits at
+    ``offset`` (y, x) in an image of that size, zero elsewhere: the RLEs are of the whole image,
+    computed from the crops alone (a 6000x4000 photo's mask is never made for it)."""
     if masks.shape[0] == 0:
         return []
+    if size is not None and (tuple(offset) != (0, 0) or tuple(size) != tuple(masks.shape[1:])):
+        return [_encode_crop(m, offset, size) for m in masks]
     arr = np.asfortranarray(masks.to(torch.uint8).permute(1, 2, 0).cpu().numpy())
     rles = mask_utils.encode(arr)
     for r in rles:
         r["counts"] = r["counts"].decode("ascii")
     return rles
+
+
+def _encode_crop(crop: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int]) -> dict:
+    from pycocotools import mask as coco_mask
+
+    (y0, x0), (h, w) = (int(v) for v in offset), (int(v) for v in size)
+    ch, cw = crop.shape
+    if not (0 <= y0 and y0 + ch <= h and 0 <= x0 and x0 + cw <= w):
+        raise ValueError(f"a {ch}x{cw} crop at {(y0, x0)} does not fit in an image of size {(h, w)}")
+    # COCO runs go down the columns: the crop's columns padded to full height, in column order
+    slab = np.zeros((cw, h), np.uint8)
+    slab[:, y0 : y0 + ch] = crop.to(torch.uint8).cpu().numpy().T
+    flat = slab.ravel()
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist() if flat.size else []
+    if runs and flat[0]:
+        runs.insert(0, 0)  # counts start with a run of zeros
+    counts = runs or [0]
+    counts[0] += x0 * h  # the columns left of the crop
+    after = (w - x0 - cw) * h
+    if len(counts) % 2:  # ends in zeros: the columns right of the crop extend that run
+        counts[-1] += after
+    elif after:
+        counts.append(after)
+    rle = coco_mask.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
 
 
 class _GroundTruthBuilder:
@@ -376,17 +409,18 @@ def evaluate(
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], metrics=("AP", "AP50", "AP75", "APs", "APm", "APl")) -> str:
-    """The COCO AP table (percent, one decimal; "-" where there was no ground truth)::
+    """The COCO AP table, in [0, 1] as pycocotools prints it and --min-mask-ap50 takes it (three
+    decimals; "-" where the ground truth has no instance of that size)::
 
-        type     AP   AP50   AP75    APs    APm    APl
-        bbox   37.9   58.8   41.1   21.5   41.2   49.6
-        segm   34.6   55.6   36.9   15.9   37.4   50.8
+        type      AP    AP50    AP75     APs     APm     APl
+        bbox   0.379   0.588   0.411   0.215   0.412   0.496
+        segm   0.346   0.556   0.369   0.159   0.374   0.508
     """
-    lines = ["type " + "".join(f"{m:>7}" for m in metrics)]
+    lines = ["type " + "".join(f"{m:>8}" for m in metrics)]
     for iou_type, vals in results.items():
         cells = []
         for m in metrics:
             v = vals.get(m)
-            cells.append(f"{'-':>7}" if v is None or v < 0 else f"{100.0 * v:>7.1f}")
+            cells.append(f"{'-':>8}" if v is None or v < 0 else f"{v:>8.3f}")
         lines.append(f"{iou_type:<5}" + "".join(cells))
     return "\n".join(lines)

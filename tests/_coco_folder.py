@@ -92,3 +92,57 @@ def make_coco_folder(root, corrupt=False):
     ann_file = root / "instances.json"
     ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATEGORIES}))
     return root, ann_file, expected
+
+
+def _poly(x1, y1, x2, y2):
+    return [[x1, y1, x2, y1, x2, y2, x1, y2]]
+
+
+def make_photo_coco_folder(root):
+    """A hand-made COCO folder as users make them; returns (root, ann_file).
+
+    1 wide.png 48x32 (WxH): a box, one reaching past the right edge (clipped), one wholly
+      outside (dropped), one of zero width (dropped), a crowd region (not trained);
+    2 wide2.png 48x32: a box;
+    3 tall16.png 20x40: a 16-bit grayscale PNG, alone in its aspect-ratio group;
+    4 phone.jpg: stored 40x30 with EXIF orientation 6 (turn 90 degrees clockwise), so shown
+      and annotated 30x40;
+    5 empty.png 48x32: no annotation (left out of training).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(root / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(root / "wide2.png")
+    Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(root / "empty.png")
+    Image.fromarray((np.arange(40 * 20, dtype=np.uint16).reshape(40, 20) * 80)).save(root / "tall16.png")
+    stored = np.zeros((30, 40, 3), np.uint8)
+    stored[:10, :] = (255, 0, 0)  # red along the stored top: the shown right side after turning
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(root / "phone.jpg", exif=exif, quality=95)
+    images = [{"id": 1, "file_name": "wide.png", "width": 48, "height": 32},
+              {"id": 2, "file_name": "wide2.png", "width": 48, "height": 32},
+              {"id": 3, "file_name": "tall16.png", "width": 20, "height": 40},
+              {"id": 4, "file_name": "phone.jpg", "width": 30, "height": 40},
+              {"id": 5, "file_name": "empty.png", "width": 48, "height": 32}]
+    anns = []
+
+    def add(img, bbox, segm=None, iscrowd=0, cat=1):
+        x, y, w, h = bbox
+        anns.append({"id": len(anns) + 1, "image_id": img, "category_id": cat, "bbox": bbox, "iscrowd": iscrowd,
+                     "area": float(w * h), "segmentation": segm if segm is not None else _poly(x, y, x + w, y + h)})
+
+    add(1, [4, 4, 10, 8])
+    add(1, [40, 20, 20, 10], _poly(40, 20, 47, 29), cat=2)  # past the right edge: clipped
+    add(1, [60, 5, 10, 10], [])  # wholly outside: zero width once clipped
+    add(1, [10, 10, 0, 5], [])  # zero width
+    crowd = np.zeros((32, 48), np.uint8)
+    crowd[20:30, 2:12] = 1
+    add(1, [2, 20, 10, 10], _uncompressed_rle(crowd), iscrowd=1, cat=2)
+    add(2, [8, 6, 20, 12])
+    add(3, [2, 4, 12, 30], cat=2)
+    add(4, [5, 5, 15, 25])
+    ann_file = root / "instances.json"
+    cats = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return root, ann_file

@@ -10,6 +10,14 @@ import torch
 from _tiny import TinyShapes, tiny_model, tiny_model_args
 from conftest import needs_pycocotools
 from maskrcnn_fast import cli
+from maskrcnn_fast.data.images import load_image
+
+
+def write_png(img, path):
+    """uint8 Tensor[3, H, W] -> PNG file."""
+    from PIL import Image
+
+    Image.fromarray(img.permute(1, 2, 0).contiguous().numpy()).save(path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +45,7 @@ def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("img")
     ds = TinyShapes(2, jitter=False)
     for i in range(2):
-        cli._write_png((ds[i][0] * 255).to(torch.uint8), str(d / f"im{i}.png"))
+        write_png((ds[i][0] * 255).to(torch.uint8), str(d / f"im{i}.png"))
     return d
 
 
@@ -102,7 +110,7 @@ def test_bad_argument_in_a_process(tmp_path):
     r = subprocess.run([sys.executable, "-m", "maskrcnn_fast", "eval", "--checkpoint", str(tmp_path / "x.pt")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"maskrcnn-fast: error: checkpoint not found: {tmp_path / 'x.pt'}"
+    assert r.stderr.strip() == f"maskrcnn-fast: error: --checkpoint: checkpoint not found: {tmp_path / 'x.pt'}"
 
 
 def _check_outputs(out, names):
@@ -122,7 +130,7 @@ def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
                    "--device", "cpu", "--no-progress"])
     assert rc == 0
     _check_outputs(out, ["im0", "im1"])
-    assert cli._read_image(str(out / "im0.png")).shape == (3, 64, 64)
+    assert load_image(str(out / "im0.png")).shape == (3, 64, 64)
     assert capsys.readouterr().out.count("detections ->") == 2
 
 
@@ -214,7 +222,7 @@ def test_synthetic_pngs(tmp_path):
     assert r.returncode == 0, r.stderr
     from maskrcnn_fast.data import SyntheticShapes
 
-    img = cli._read_image(str(tmp_path / "shapes_7_0001.png"))
+    img = load_image(str(tmp_path / "shapes_7_0001.png"))
     assert (img - SyntheticShapes(2, 48, seed=7)[1][0]).abs().max() <= 0.5 / 255 + 1e-6
     assert sorted(os.listdir(tmp_path)) == ["shapes_7_0000.png", "shapes_7_0001.png"]
 
@@ -287,3 +295,126 @@ def test_bad_new_train_arguments(capsys):
     _fails(capsys, ["train", "--min-mask-ap50", "0.7", "--device", "cpu"], "needs --eval-at-end")
     _fails(capsys, ["train", "--fpn-channels", "0", "--depth", "18", "--num-images", "2", "--iterations", "1",
                     "--device", "cpu"], "fpn-channels must be a positive integer")
+
+
+# ---- checked before the work -----------------------------------------------------------------------
+def test_errors_name_the_option(capsys):
+    base = ["train", "--num-images", "2", "--device", "cpu"]
+    for argv, match in [
+        (["--lr", "0"], "--lr must be > 0, got 0"),
+        (["--lr", "-0.1"], "--lr must be > 0, got -0.1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--workers", "-1"], "--workers must be >= 0"),
+        (["--momentum", "-1"], "--momentum must be >= 0"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--warmup-factor", "0"], "--warmup-factor must be in (0, 1]"),
+        (["--clip-grad-norm", "0"], "--clip-grad-norm must be > 0"),
+        (["--image-size", "4"], "--image-size must be >= 8"),
+        (["--min-size", "0"], "--min-size must be >= 1"),
+        (["--lr-steps", "0", "3"], "--lr-steps must be >= 1 (each), got 0"),
+        (["--iterations", "0"], "--iterations must be >= 1"),
+        (["--eval-at-end", "--min-mask-ap50", "70"], "--min-mask-ap50 must be in [0, 1] (AP as the table prints it)"),
+        (["--trainable-backbone-layers", "2"], "--trainable-backbone-layers needs --weights or --weights-backbone"),
+        (["--weights", "COCO_V1", "--weights-backbone", "IMAGENET1K_V1"], "give one"),
+    ]:
+        _fails(capsys, base + argv, match)
+    _fails(capsys, ["eval", "--checkpoint", "x.pt", "--min-mask-ap50", "1.5"], "--min-mask-ap50 must be in [0, 1]")
+    _fails(capsys, ["eval", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size must be >= 1")
+    _fails(capsys, ["predict", "x.png", "--checkpoint", "x.pt", "--score-thresh", "1.5"],
+           "--score-thresh must be in [0, 1], got 1.5")
+
+
+def test_output_paths_fail_at_once(tmp_path, capsys, ckpt, images):
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    small = ["--num-images", "2", "--image-size", "64", "--depth", "18", "--iterations", "1", "--device", "cpu"]
+    _fails(capsys, ["train", *small, "--output-dir", str(a_file)], f"--output-dir {a_file} is a file, not a folder")
+    _fails(capsys, ["train", *small, "--output-dir", str(a_file / "run")], "cannot write there")
+    (tmp_path / "run" / "history.json").mkdir(parents=True)
+    _fails(capsys, ["train", *small, "--output-dir", str(tmp_path / "run")], "history.json there is a folder")
+    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(a_file), "--device", "cpu"],
+           "--output-dir")
+    _fails(capsys, ["eval", "--checkpoint", ckpt, "--num-images", "2", "--device", "cpu", "--output-json",
+                    str(tmp_path)], "is a folder, not a file")
+    # a missing folder is made before the evaluation, not found missing after it
+    js = tmp_path / "new" / "deeper" / "eval.json"
+    rc = cli.main(["eval", "--checkpoint", ckpt, "--num-images", "1", "--device", "cpu", "--no-progress",
+                   "--output-json", str(js)])
+    assert rc == 0 and js.exists() and (js.parent / "eval.metrics.json").exists()
+
+
+def _photo_args(root, ann, train=True):
+    return ["--dataset", "coco", "--data-path", str(root), "--ann-file", str(ann), "--min-size", "64",
+            "--max-size", "64", "--model-arg", "rpn_batch_size_per_image=32", "--model-arg",
+            "box_batch_size_per_image=16", "--device", "cpu", "--no-progress"] + (
+                ["--depth", "18", "--workers", "0"] if train else [])
+
+
+def test_coco_folder_checked_before_training(tmp_path, capsys):
+    from _coco_folder import make_photo_coco_folder
+
+    root, ann = make_photo_coco_folder(tmp_path / "coco")
+    args = [*_photo_args(root, ann), "--iterations", "1", "--output-dir", str(tmp_path / "run")]
+    js = json.loads(ann.read_text())
+    (root / "wide2.png").rename(root / "moved.png")
+    _fails(capsys, ["train", *args], f"--data-path {root}: 1 of the 4 images {ann} lists are missing, "
+                                     f"e.g. {root / 'wide2.png'}")
+    (root / "moved.png").rename(root / "wide2.png")
+    js["annotations"][0]["category_id"] = 4
+    ann.write_text(json.dumps(js))
+    _fails(capsys, ["train", *args], f"--ann-file {ann}: annotation 1 (image 1) has category_id 4, "
+                                     "which is not in categories (ids [1, 2])")
+    torch.save({"model": tiny_model(3).state_dict(), "model_args": tiny_model_args(3)}, tmp_path / "ck.pt")
+    ann.write_text("{not json")
+    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)], f"--ann-file {ann}")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    ann.write_text(json.dumps({"images": js["images"], "categories": js["categories"]}))
+    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)],
+           "has no annotations (crowd regions aside): there is no ground truth to score against")
+
+
+def test_worker_error_names_the_file(tmp_path, capsys):
+    from _coco_folder import make_photo_coco_folder
+
+    root, ann = make_photo_coco_folder(tmp_path / "coco")
+    (root / "wide2.png").write_bytes(b"not a png")  # exists, so it passes the up-front check
+    args = [a if a != "0" else "1" for a in _photo_args(root, ann)]  # --workers 1
+    _fails(capsys, ["train", *args, "--iterations", "4", "--batch-size", "1", "--aspect-ratio-group-factor", "-1",
+                    "--output-dir", str(tmp_path / "run")], "wide2.png")
+
+
+def test_photo_folder_trains_on_every_image(tmp_path, capsys):
+    """The aspect-ratio groups are {wide, wide2}, {tall16} and {phone}: three full batches of 2
+    per epoch (tall16 and phone each with itself), where dropping leftovers gave one."""
+    from _coco_folder import make_photo_coco_folder
+
+    from maskrcnn_fast.commands import _dataset
+
+    root, ann = make_photo_coco_folder(tmp_path / "coco")
+    out = tmp_path / "run"
+    rc = cli.main(["train", *_photo_args(root, ann), "--epochs", "1", "--batch-size", "2", "--lr", "0.001",
+                   "--output-dir", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert cap.out.splitlines()[0] == (
+        "instances.json: 4 of 5 images (1 without an annotation over 1 pixel wide and high: skipped); "
+        "annotations: 1 iscrowd (not trained as objects), 2 of zero width or height inside the image (dropped), "
+        "1 reaching outside the image (clipped to it)")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 3
+    assert json.loads((out / "history.json").read_text())[0]["epoch"] == 1
+    ds = _dataset(cli.make_parser().parse_args(["train", *_photo_args(root, ann)]), train=True)
+    assert all(ds[i][1]["iscrowd"].sum() == 0 for i in range(len(ds)))  # crowd regions are not objects
+
+
+def test_eval_model_that_predicts_category_ids(tmp_path, capsys):
+    # torchvision's COCO models have a class per category id (91 for ids 1..90): a data set with
+    # those ids is scored with them as labels rather than refused for its 80 contiguous labels
+    from _coco_folder import make_coco_folder
+
+    root, ann, _ = make_coco_folder(tmp_path / "coco")  # category ids 3, 5, 7
+    torch.save({"model": tiny_model(8).state_dict(), "model_args": tiny_model_args(8)}, tmp_path / "ids.pt")
+    rc = cli.main(["eval", "--checkpoint", str(tmp_path / "ids.pt"), "--dataset", "coco", "--data-path", str(root),
+                   "--ann-file", str(ann), "--device", "cpu", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "segm" in cap.out

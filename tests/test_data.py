@@ -1,11 +1,13 @@
 """maskrcnn_fast.data: CocoDetection, transforms, grouped batching, collate."""
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
-from _coco_folder import IMAGES, make_coco_folder
+from _coco_folder import IMAGES, make_coco_folder, make_photo_coco_folder
 from conftest import needs_pycocotools
 from maskrcnn_fast.data import (
     CocoDetection,
@@ -16,6 +18,7 @@ from maskrcnn_fast.data import (
     collate_fn,
     create_aspect_ratio_groups,
 )
+from maskrcnn_fast.data.images import load_image, read_rgb
 from maskrcnn_fast.data.samplers import aspect_ratio_bins
 from maskrcnn_fast.data.transforms import hflip
 
@@ -101,6 +104,78 @@ def test_coco_size_mismatch(tmp_path):
     Image.new("RGB", (7, 9)).save(root / "c.png")
     with pytest.raises(ValueError, match="c.png"):
         CocoDetection(root, ann)[2]
+
+
+def test_photo_folder_as_torchvision_trains(tmp_path):
+    root, ann = make_photo_coco_folder(tmp_path)
+    ds = CocoDetection(root, ann, remove_images_without_annotations=True, skip_crowd=True)
+    assert ds.ids == [1, 2, 3, 4]
+    assert ds.drops == {"images": 1, "crowd": 1, "clipped": 1, "empty": 2, "orphans": 0}
+    assert ds.drop_summary() == (
+        "instances.json: 4 of 5 images (1 without an annotation over 1 pixel wide and high: skipped); "
+        "annotations: 1 iscrowd (not trained as objects), 2 of zero width or height inside the image (dropped), "
+        "1 reaching outside the image (clipped to it)")
+    _, t = ds[0]
+    assert t["boxes"].tolist() == [[4, 4, 14, 12], [40, 20, 48, 30]]  # clipped to the 48-pixel width
+    assert t["labels"].tolist() == [1, 2] and t["iscrowd"].tolist() == [0, 0]
+    assert t["masks"].shape == (2, 32, 48)
+    _, t = CocoDetection(root, ann)[0]  # for evaluation the crowd region stays, marked
+    assert t["iscrowd"].tolist() == [0, 0, 1]
+    assert CocoDetection(root, ann).drops == {"images": 0, "crowd": 0, "clipped": 1, "empty": 2, "orphans": 0}
+
+
+def test_16_bit_png_scaled_to_unit_range(tmp_path):
+    root, ann = make_photo_coco_folder(tmp_path)
+    want = torch.arange(40 * 20, dtype=torch.float32).reshape(40, 20) * 80 / 65535
+    image, _ = CocoDetection(root, ann)[2]
+    assert image.shape == (3, 40, 20)
+    for c in range(3):
+        torch.testing.assert_close(image[c], want)
+    assert read_rgb(str(root / "tall16.png")).dtype == np.uint16
+
+
+def test_exif_orientation(tmp_path):
+    root, ann = make_photo_coco_folder(tmp_path)
+    shown = load_image(str(root / "phone.jpg"))
+    assert shown.shape == (3, 40, 30)  # portrait, as the phone showed it
+    assert shown[0, :, -8:].mean() > 0.9 and shown[1, :, -8:].mean() < 0.1  # red on the right
+    assert shown[0, :, :15].mean() < 0.1
+    assert load_image(str(root / "phone.jpg"), exif=False).shape == (3, 30, 40)
+    image, _ = CocoDetection(root, ann)[3]  # annotated on the turned picture: turned
+    assert torch.equal(image, shown)
+    # annotated on the stored pixels (as COCO's own files are): left as stored
+    js = json.loads(ann.read_text())
+    js["images"][3].update(width=40, height=30)
+    js["annotations"] = [a for a in js["annotations"] if a["image_id"] != 4]
+    ann.write_text(json.dumps(js))
+    image, _ = CocoDetection(root, ann)[3]
+    assert image.shape == (3, 30, 40)
+
+
+def test_coco_checks_at_construction(tmp_path):
+    root, ann = make_photo_coco_folder(tmp_path)
+    js = json.loads(ann.read_text())
+    assert CocoDetection(root, ann).missing_images() == []
+    (root / "wide2.png").unlink()
+    assert CocoDetection(root, ann).missing_images() == [str(root / "wide2.png")]
+    js["annotations"][2]["category_id"] = 9
+    ann.write_text(json.dumps(js))
+    with pytest.raises(ValueError, match=r"annotation 3 \(image 1\) has category_id 9, which is not in categories"):
+        CocoDetection(root, ann)
+    js["annotations"][2]["category_id"] = 1
+    js["annotations"][0]["bbox"] = [1, 2, 3]
+    ann.write_text(json.dumps(js))
+    with pytest.raises(ValueError, match="annotation 1 .* bbox"):
+        CocoDetection(root, ann)
+
+
+def test_category_ids_as_labels(coco):
+    root, ann, _ = coco
+    ds = CocoDetection(root, ann)
+    ds.use_category_ids_as_labels()  # as torchvision's COCO models predict them
+    assert ds.num_classes == 8 and ds.label_to_cat_id == {i: i for i in range(1, 8)}
+    assert ds.classes == ["__background__", "N/A", "N/A", "circle", "N/A", "blob", "N/A", "square"]
+    assert ds[0][1]["labels"].tolist() == [7, 3, 5]
 
 
 # ---- transforms ----------------------------------------------------------------------------------
@@ -256,6 +331,37 @@ def test_grouped_batch_sampler_distributed():
 def test_grouped_batch_sampler_bad_size():
     with pytest.raises(ValueError, match="batch_size"):
         GroupedBatchSampler(SequentialSampler(range(3)), [0, 0, 0], 0)
+    with pytest.raises(ValueError, match="exclude"):
+        GroupedBatchSampler(SequentialSampler(range(3)), [0, 0, 0], 2, drop_last=True, fill_last=True)
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 5])
+def test_grouped_batch_sampler_fills_leftovers(seed, batch_size):
+    # torchvision's way: each group's leftovers are topped up with that group's first indices
+    # of the epoch, so every batch is full and one group; unlike torchvision's, none is left out
+    ds = _Sizes(_sizes(23, seed))
+    groups = create_aspect_ratio_groups(ds, 1)
+    sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    gbs = GroupedBatchSampler(sampler, groups, batch_size, fill_last=True)
+    batches = list(gbs)
+    assert len(batches) == len(gbs) == gbs.natural_len()
+    assert all(len(b) == batch_size and len({groups[i] for i in b}) == 1 for b in batches)
+    assert {i for b in batches for i in b} == set(range(len(ds)))
+    counts = {g: groups.count(g) for g in set(groups)}
+    assert len(batches) == sum(-(-c // batch_size) for c in counts.values())
+    # an image alone in its group: a batch of it repeated
+    solo = GroupedBatchSampler(SequentialSampler(range(3)), [0, 1, 0], 2, fill_last=True)
+    assert list(solo) == [[0, 2], [1, 1]]
+    assert list(GroupedBatchSampler(SequentialSampler(range(1)), [0], 3, fill_last=True)) == [[0, 0, 0]]
+
+
+def test_grouped_batch_sampler_pads_to_num_batches():
+    # ranks of a distributed run step together: the one with fewer batches repeats its first
+    gbs = GroupedBatchSampler(SequentialSampler(range(5)), [0, 1, 0, 1, 0], 2, fill_last=True, num_batches=5)
+    assert list(gbs) == [[0, 2], [1, 3], [4, 0], [0, 2], [1, 3]]
+    assert len(gbs) == 5 and gbs.natural_len() == 3
+    more = GroupedBatchSampler(SequentialSampler(range(5)), [0] * 5, 1, num_batches=2)
+    assert len(list(more)) == len(more) == 5  # more batches are not cut
 
 
 # ---- collate -------------------------------------------------------------------------------------

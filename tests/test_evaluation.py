@@ -11,6 +11,7 @@ from maskrcnn_fast.data import CocoDetection, collate_fn  # noqa: E402
 from maskrcnn_fast.evaluation import (  # noqa: E402
     METRICS,
     coco_from_dataset,
+    encode_masks,
     evaluate,
     evaluate_predictions,
     format_table,
@@ -82,7 +83,11 @@ def test_perfect_predictions(coco_ds, kind):
     _check(m, 1.0)
     assert m["bbox"]["APl"] == -1.0  # no large objects in the ground truth
     table = format_table(m)
-    assert "bbox" in table and "segm" in table and "100.0" in table and "-" in table
+    rows = table.splitlines()
+    assert rows[0].split() == ["type", "AP", "AP50", "AP75", "APs", "APm", "APl"]
+    # fractions, the unit of --min-mask-ap50; "-" where the ground truth has no object of that size
+    assert rows[1].split() == ["bbox", "1.000", "1.000", "1.000", "1.000", "-", "-"]
+    assert rows[2].split()[0] == "segm"
 
 
 def test_boxes_only(coco_ds):
@@ -198,3 +203,19 @@ def test_evaluate_tiny_model(coco_ds, capsys):
     captured = capsys.readouterr()
     assert "Average Precision" in captured.out  # verbose shows pycocotools' summary
     assert "2/2" in captured.err  # the progress bar counts images
+
+
+def test_encode_crops_as_whole_masks(seed):
+    g = torch.Generator().manual_seed(seed)
+    h, w = 23, 17
+    for _ in range(20):
+        ch, cw = (int(torch.randint(0, n + 1, (), generator=g)) for n in (h, w))
+        y0, x0 = int(torch.randint(0, h - ch + 1, (), generator=g)), int(torch.randint(0, w - cw + 1, (), generator=g))
+        crop = torch.rand(ch, cw, generator=g) < torch.rand((), generator=g)
+        whole = torch.zeros(h, w, dtype=torch.bool)
+        whole[y0 : y0 + ch, x0 : x0 + cw] = crop
+        assert encode_masks(crop[None], offset=(y0, x0), size=(h, w)) == encode_masks(whole[None])
+    full = torch.ones(1, h, w, dtype=torch.bool)
+    assert encode_masks(full, size=(h, w)) == encode_masks(full)
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_masks(full, offset=(1, 0), size=(h, w))

@@ -6,27 +6,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .._pycocotools import pycocotools
+from .images import load_image
 
 __all__ = ["CocoDetection", "decode_segmentation", "load_image"]
-
-
-def load_image(path: str) -> torch.Tensor:
-    """Reads an image file as RGB -> float32 Tensor[3, H, W] in [0, 1].
-
-    Raises OSError naming the file when it is missing or cannot be decoded.
-    """
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-            rgb.load()
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on corrupt files
-        raise OSError(f"cannot read image {path!r}: {e}") from e
-    # np.array copies: torch.from_numpy on PIL's read-only buffer warns.
-    arr = np.array(rgb, dtype=np.uint8)
-    return torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
 def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
@@ -57,13 +41,17 @@ def decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
 
 
-def _valid_for_training(anns: List[dict]) -> bool:
-    """True when an image has an annotation a detector can learn from: a non-crowd box larger
-    than one pixel each way (what torchvision's reference keeps)."""
-    return any(
-        not a.get("iscrowd", 0) and len(a.get("bbox", [])) == 4 and a["bbox"][2] > 1 and a["bbox"][3] > 1
-        for a in anns
-    )
+def _usable_for_training(anns: List[dict]) -> bool:
+    """torchvision's reference rule (_coco_remove_images_without_annotations): an image is kept
+    when one of its annotations, crowd ones included, is more than one pixel wide and high."""
+    return any(all(v > 1 for v in a["bbox"][2:]) for a in anns)
+
+
+def _clip_box(bbox, height: int, width: int) -> Tuple[float, float, float, float]:
+    # as torchvision's ConvertCocoPolysToMask: xywh -> xyxy, clamped to the image
+    x, y, w, h = (float(v) for v in bbox)
+    return (min(max(x, 0.0), width), min(max(y, 0.0), height),
+            min(max(x + w, 0.0), width), min(max(y + h, 0.0), height))
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -73,22 +61,26 @@ class CocoDetection(torch.utils.data.Dataset):
         root (str): folder the JSON's ``file_name`` entries are relative to.
         ann_file (str): the instances JSON (polygons, uncompressed or compressed RLE).
         transforms (callable, optional): ``transforms(image, target) -> (image, target)``.
-        remove_images_without_annotations (bool): keep only images with at least one non-crowd
-            box larger than one pixel each way (for training).
+        remove_images_without_annotations (bool): keep only images with an annotation more
+            than one pixel wide and high, crowd ones included (torchvision's training recipe).
         skip_crowd (bool): drop ``iscrowd`` annotations from the targets (torchvision's training
-            recipe does; the model does not treat crowd boxes specially).
+            recipe does: a crowd region is not one object).
 
     Items are ``(image, target)``: image float32 Tensor[3, H, W] in [0, 1]; target ``boxes``
-    float32 [K, 4] (x1, y1, x2, y2 pixels, clamped to the image; empty boxes dropped), ``labels``
-    int64 [K] in 1..C, ``masks`` uint8 [K, H, W], ``image_id`` int (the COCO image id), ``area``
-    float32 [K] (the JSON's ``area``), ``iscrowd`` int64 [K]. An annotation without a
-    ``segmentation`` gets its box as mask.
+    float32 [K, 4] (x1, y1, x2, y2 pixels, clamped to the image; boxes of zero width or height
+    after clamping dropped, as torchvision's recipe does), ``labels`` int64 [K] in 1..C,
+    ``masks`` uint8 [K, H, W], ``image_id`` int (the COCO image id), ``area`` float32 [K] (the
+    JSON's ``area``), ``iscrowd`` int64 [K]. An annotation without a ``segmentation`` gets its
+    box as mask. An image whose EXIF orientation turns it is turned only when the JSON's size
+    is the turned one.
 
     Category ids are mapped to contiguous labels in increasing id order:
     ``cat_id_to_label``, ``label_to_cat_id``; ``classes[label]`` is the category name,
     ``classes[0] == "__background__"``; ``num_classes = C + 1``. The pycocotools object is
-    ``coco`` and the image ids, in item order, ``ids``. Needs pycocotools (raises ImportError
-    naming it otherwise).
+    ``coco`` and the image ids, in item order, ``ids``. ``drops`` counts what the items leave
+    out (see :meth:`drop_summary`). Raises ValueError, naming the annotation, for an annotation
+    whose category id is not in ``categories`` or whose bbox is not 4 numbers. Needs pycocotools
+    (raises ImportError naming it otherwise).
     """
 
     def __init__(
@@ -106,9 +98,11 @@ class CocoDetection(torch.utils.data.Dataset):
         COCO = pycocotools("reading a COCO annotation file").coco.COCO
         with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints timings
             self.coco = COCO(self.ann_file)
+        self._check_annotations()
         ids = sorted(self.coco.imgs.keys())
+        total = len(ids)
         if remove_images_without_annotations:
-            ids = [i for i in ids if _valid_for_training(self.coco.imgToAnns.get(i, []))]
+            ids = [i for i in ids if _usable_for_training(self.coco.imgToAnns.get(i, []))]
         self.ids: List[int] = ids
 
         cat_ids = sorted(self.coco.cats.keys())
@@ -116,6 +110,73 @@ class CocoDetection(torch.utils.data.Dataset):
         self.label_to_cat_id: Dict[int, int] = {i + 1: c for i, c in enumerate(cat_ids)}
         self.classes: List[str] = ["__background__"] + [str(self.coco.cats[c].get("name", c)) for c in cat_ids]
         self.num_classes: int = len(cat_ids) + 1
+        self.drops: Dict[str, int] = self._count_drops(total)
+
+    def _check_annotations(self) -> None:
+        """Fails at construction, not hours into training, on what no item could be made of."""
+        cats = self.coco.cats
+        for a in self.coco.dataset.get("annotations", []):
+            what = f"{self.ann_file}: annotation {a.get('id')} (image {a.get('image_id')})"
+            if a.get("category_id") not in cats:
+                raise ValueError(f"{what} has category_id {a.get('category_id')!r}, which is not in "
+                                 f"categories (ids {sorted(cats)})")
+            box = a.get("bbox")
+            if not (isinstance(box, (list, tuple)) and len(box) == 4
+                    and all(isinstance(v, (int, float)) and np.isfinite(v) for v in box)):
+                raise ValueError(f"{what} has bbox {box!r}: 4 finite numbers x, y, width, height expected")
+        for i, info in self.coco.imgs.items():
+            if not all(isinstance(info.get(k), (int, float)) and info[k] > 0 and float(info[k]).is_integer()
+                       for k in ("height", "width")):
+                raise ValueError(f"{self.ann_file}: image {i} needs positive integer height and width, "
+                                 f"got {info.get('height')!r} x {info.get('width')!r}")
+
+    def _count_drops(self, total_images: int) -> Dict[str, int]:
+        counts = {"images": total_images - len(self.ids), "crowd": 0, "clipped": 0, "empty": 0,
+                  "orphans": sum(1 for a in self.coco.dataset.get("annotations", [])
+                                 if a.get("image_id") not in self.coco.imgs)}
+        for image_id in self.ids:
+            info = self.coco.imgs[image_id]
+            for a in self.coco.imgToAnns.get(image_id, []):
+                if self.skip_crowd and a.get("iscrowd", 0):
+                    counts["crowd"] += 1
+                    continue
+                x1, y1, x2, y2 = _clip_box(a["bbox"], info["height"], info["width"])
+                x, y, w, h = (float(v) for v in a["bbox"])
+                if not (x2 > x1 and y2 > y1):
+                    counts["empty"] += 1
+                elif (x1, y1, x2, y2) != (x, y, x + w, y + h):
+                    counts["clipped"] += 1
+        return counts
+
+    def drop_summary(self) -> str:
+        """One line: what the items leave out of the JSON, and why."""
+        d = self.drops
+        parts = [f"{len(self.ids)} of {len(self.ids) + d['images']} images"]
+        if d["images"]:
+            parts[0] += f" ({d['images']} without an annotation over 1 pixel wide and high: skipped)"
+        notes = [(d["crowd"], "iscrowd (not trained as objects)"),
+                 (d["empty"], "of zero width or height inside the image (dropped)"),
+                 (d["clipped"], "reaching outside the image (clipped to it)"),
+                 (d["orphans"], "of image ids not in images (ignored)")]
+        ann = [f"{n} {why}" for n, why in notes if n]
+        return f"{os.path.basename(self.ann_file)}: " + "; annotations: ".join(
+            [", ".join(parts)] + ([", ".join(ann)] if ann else []))
+
+    def use_category_ids_as_labels(self) -> None:
+        """Labels become the category ids themselves (``num_classes = max id + 1``; ``classes``
+        "N/A" where no category has the id), as torchvision's COCO models predict them. Detections of
+        an "N/A" label are left out of the scores."""
+        ids = sorted(self.coco.cats)
+        self.cat_id_to_label = {c: c for c in ids}
+        # every label, "N/A" ones too: COCOeval scores the declared categories and ignores the rest
+        self.label_to_cat_id = {c: c for c in range(1, ids[-1] + 1)}
+        names = {c: str(self.coco.cats[c].get("name", c)) for c in ids}
+        self.classes = ["__background__"] + [names.get(i, "N/A") for i in range(1, ids[-1] + 1)]
+        self.num_classes = ids[-1] + 1
+
+    def missing_images(self) -> List[str]:
+        """The paths of the items' image files that do not exist."""
+        return [p for p in (self.image_path(i) for i in range(len(self))) if not os.path.isfile(p)]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -134,9 +195,7 @@ class CocoDetection(torch.utils.data.Dataset):
             anns = [a for a in anns if not a.get("iscrowd", 0)]
         boxes, labels, masks, areas, crowd = [], [], [], [], []
         for a in anns:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            x1, y1 = min(max(x, 0.0), width), min(max(y, 0.0), height)
-            x2, y2 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+            x1, y1, x2, y2 = _clip_box(a["bbox"], height, width)
             if not (x2 > x1 and y2 > y1):
                 continue
             if a.get("segmentation"):
@@ -147,7 +206,7 @@ class CocoDetection(torch.utils.data.Dataset):
             boxes.append([x1, y1, x2, y2])
             labels.append(self.cat_id_to_label[a["category_id"]])
             masks.append(m)
-            areas.append(float(a.get("area", w * h)))
+            areas.append(float(a.get("area", a["bbox"][2] * a["bbox"][3])))
             crowd.append(int(a.get("iscrowd", 0)))
         return {
             "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
@@ -162,7 +221,7 @@ class CocoDetection(torch.utils.data.Dataset):
         image_id = self.ids[index]
         height, width = self.get_height_and_width(index)
         path = self.image_path(index)
-        image = load_image(path)
+        image = load_image(path, expect_hw=(height, width))
         if tuple(image.shape[1:]) != (height, width):
             raise ValueError(
                 f"image {path!r} is {image.shape[2]}x{image.shape[1]} (WxH) but {self.ann_file} "

@@ -6,7 +6,7 @@ portrait) keeps the padding, and so the wasted compute, small.
 import bisect
 import math
 from collections import Counter
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Sampler
@@ -64,42 +64,77 @@ class GroupedBatchSampler(Sampler[List[int]]):
     """Batches of ``batch_size`` indices drawn from ``sampler`` where every batch holds one group.
 
     Indices come in the sampler's order and wait in their group's buffer until it is full. At the
-    end, each group's leftovers form one shorter batch unless ``drop_last``: every index the
-    sampler yields appears exactly once (or not at all, if dropped). Works with a
-    ``DistributedSampler`` (``set_epoch`` is forwarded).
+    end, what is left in each group's buffer becomes one more batch of that group: a short one,
+    or with ``fill_last`` one topped up with the group's first indices of the epoch, repeated as
+    needed (torchvision's GroupedBatchSampler completes its leftovers so; it stops at
+    ``len(sampler) // batch_size`` batches, which can leave an image out of every epoch, this
+    one never does); with ``drop_last`` none. Every index the sampler yields appears in a batch
+    unless ``drop_last``. Works with a ``DistributedSampler`` (``set_epoch`` is forwarded).
 
     Args:
         sampler (Sampler[int]): e.g. RandomSampler, SequentialSampler, DistributedSampler.
         group_ids (list of int): group of each data set index (:func:`create_aspect_ratio_groups`).
         batch_size (int): batch size.
-        drop_last (bool): drop each group's final short batch.
+        drop_last (bool): drop each group's leftovers.
+        fill_last (bool): complete each group's leftovers to a full batch (without drop_last).
+        num_batches (int, optional): when the epoch has fewer batches, its first ones are
+            repeated until it has this many (processes of a distributed run must step
+            together; their shards can group into different counts). More are not cut.
     """
 
-    def __init__(self, sampler, group_ids: Sequence[int], batch_size: int, drop_last: bool = False):
+    def __init__(self, sampler, group_ids: Sequence[int], batch_size: int, drop_last: bool = False,
+                 fill_last: bool = False, num_batches: Optional[int] = None):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if drop_last and fill_last:
+            raise ValueError("drop_last and fill_last exclude each other")
+        if num_batches is not None and num_batches < 0:
+            raise ValueError(f"num_batches must be >= 0, got {num_batches}")
         self.sampler = sampler
         self.group_ids = [int(g) for g in group_ids]
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.fill_last = fill_last
+        self.num_batches = num_batches
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[List[int]]:
+    def _grouped(self) -> Iterator[List[int]]:
         buffers: Dict[int, List[int]] = {}
+        seen: Dict[int, List[int]] = {}
         for idx in self.sampler:
-            buf = buffers.setdefault(self.group_ids[idx], [])
+            g = self.group_ids[idx]
+            buf = buffers.setdefault(g, [])
             buf.append(idx)
+            if self.fill_last:
+                seen.setdefault(g, []).append(idx)
             if len(buf) == self.batch_size:
                 yield buf
-                buffers[self.group_ids[idx]] = []
-        if not self.drop_last:
-            # Leftovers in the order their groups first appeared: deterministic for a seed.
-            for buf in buffers.values():
-                if buf:
-                    yield buf
+                buffers[g] = []
+        if self.drop_last:
+            return
+        # leftovers in the order their groups first appeared: deterministic for a seed
+        for g, buf in buffers.items():
+            if not buf:
+                continue
+            if self.fill_last:
+                need = self.batch_size - len(buf)
+                pool = seen[g]
+                buf = buf + (pool * (need // len(pool) + 1))[:need]
+            yield buf
+
+    def __iter__(self) -> Iterator[List[int]]:
+        first: List[List[int]] = []
+        for batch in self._grouped():
+            if self.num_batches is not None and len(first) < self.num_batches:
+                first.append(batch)
+            yield batch
+        n, k = len(first), 0
+        while self.num_batches is not None and n and n + k < self.num_batches:
+            yield list(first[k % n])
+            k += 1
 
     def _group_counts(self) -> Counter:
         # A sampler over the whole data set (Random, Sequential) holds every index once: count
@@ -113,8 +148,13 @@ class GroupedBatchSampler(Sampler[List[int]]):
             return Counter(self.group_ids)
         return Counter(self.group_ids[i] for i in self.sampler)
 
-    def __len__(self) -> int:
+    def natural_len(self) -> int:
+        """Batches in an epoch before ``num_batches`` pads it."""
         counts = self._group_counts().values()
         if self.drop_last:
             return sum(c // self.batch_size for c in counts)
         return sum(math.ceil(c / self.batch_size) for c in counts)
+
+    def __len__(self) -> int:
+        n = self.natural_len()
+        return max(n, self.num_batches) if self.num_batches is not None and n else n
