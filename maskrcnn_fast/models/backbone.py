@@ -24,11 +24,22 @@ def _inplace_ok(x: Tensor) -> bool:
     return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and x.dim() == 4
 
 
+def _autocast_on(x: Tensor) -> bool:
+    return torch.is_autocast_enabled(x.device.type)
+
+
 def _norm_(bn: nn.Module, x: Tensor) -> Tensor:
     """bn(x), overwriting x (a fresh convolution output nothing else reads) where that gives the
     same bits: an eval-mode BatchNorm2d (ATen's own kernel, out=x) or a FrozenBatchNorm2d
     (torchvision's x * scale + shift, the same two roundings). A fresh output's first-touch page
-    faults cost ~10x the arithmetic (34 ms against 4 ms for 2x256x200x272 floats)."""
+    faults cost ~10x the arithmetic (34 ms against 4 ms for 2x256x200x272 floats).
+
+    Only where x has the batch norm's dtype: under autocast the convolution's output is float16 /
+    bfloat16 while the statistics are float32, and torchvision's module then gives (BatchNorm2d)
+    or promotes to (FrozenBatchNorm2d) another dtype than an in-place write could hold."""
+    stats = getattr(bn, "running_var", None)
+    if not isinstance(stats, Tensor) or x.dtype != stats.dtype:
+        return bn(x)
     if type(bn) is nn.BatchNorm2d and not bn.training and bn.running_mean is not None and x.is_contiguous():
         empty = x.new_empty(0)
         torch.ops.aten.native_batch_norm.out(
@@ -66,10 +77,13 @@ def _block_inplace(block: nn.Module, x: Tensor) -> Tensor:
 
 def _folded_ok(body: nn.Module, x: Tensor) -> bool:
     # training with frozen batch norms (a backbone initialised from trained weights):
-    # autograd records one conv instead of conv, mul and add per layer
+    # autograd records one conv instead of conv, mul and add per layer. Not under autocast:
+    # the folded weights would be rounded to float16 / bfloat16 with the scale in them, and the
+    # normalised activations too, where torchvision's frozen batch norm computes them in float32
     return (
         torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
+        and not _autocast_on(x)
         and x.dim() == 4
         and getattr(body, "fold_frozen_bn", True)
         and all(type(m) is FrozenBatchNorm2d for m in body.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)))
@@ -118,7 +132,9 @@ class ResNetBody(nn.Module):
     (strides 4, 8, 16, 32). Under no_grad the batch norms run in place on the conv outputs
     (bit-identical); with gradients and FrozenBatchNorm2d everywhere (a trunk initialised
     from trained weights) each frozen BN is folded into its convolution, equal up to rounding
-    (``fold_frozen_bn = False`` gives torchvision's op order).
+    (``fold_frozen_bn = False`` gives torchvision's op order). Under ``torch.autocast`` neither:
+    torchvision's op order and dtypes (a float16 / bfloat16 convolution output normalised with
+    float32 statistics), so that the features are torchvision's bit for bit.
     """
 
     def __init__(self, resnet: nn.Module):
@@ -200,8 +216,14 @@ class FeaturePyramid(nn.Module):
         for i in range(len(feats) - 2, -1, -1):
             lateral = self.inner_blocks[i](feats[i])
             # in place on the fresh lateral (same sum, no second big output to fault in);
-            # autograd-safe: neither the conv's nor the add's backward reads it
-            inner = lateral.add_(F.interpolate(inner, size=lateral.shape[-2:], mode="nearest"))
+            # autograd-safe: neither the conv's nor the add's backward reads it. Not when the
+            # dtypes differ: CUDA autocast upsamples in float32, and torchvision's sum then
+            # promotes to float32 where an in-place add would round it to float16
+            top_down = F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
+            if top_down.dtype == lateral.dtype:
+                inner = lateral.add_(top_down)
+            else:
+                inner = lateral + top_down
             results.insert(0, self.layer_blocks[i](inner))
         results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2))
         return OrderedDict(zip(names + ["pool"], results))

@@ -154,14 +154,20 @@ class ImageTransform(nn.Module):
         return image, target
 
     def batch_images(self, images: List[Tensor]) -> Tensor:
-        """Zero-pads to the largest H and W of the batch, rounded up to size_divisible."""
+        """Zero-pads to the largest H and W of the batch, rounded up to size_divisible.
+
+        One zero batch, each image copied into its slot in place; when an image requires
+        gradients (and grad mode is on) the copies are recorded by autograd, so gradients reach
+        the input images, as with torchvision's transform."""
         c = max(im.shape[0] for im in images)
         stride = float(self.size_divisible)
         h = int(math.ceil(max(im.shape[1] for im in images) / stride) * stride)
         w = int(math.ceil(max(im.shape[2] for im in images) / stride) * stride)
         batch = images[0].new_zeros((len(images), c, h, w))
-        for b, im in zip(batch, images):
-            b[: im.shape[0], : im.shape[1], : im.shape[2]].copy_(im)
+        # indexed slots, not iteration over the batch: iterating unbinds it into views that
+        # autograd cannot record an in-place copy into
+        for i, im in enumerate(images):
+            batch[i, : im.shape[0], : im.shape[1], : im.shape[2]].copy_(im)
         return batch
 
     def postprocess(

@@ -11,6 +11,10 @@ from .mask_targets import mask_targets, project_masks_on_boxes
 from .box_iou import box_iou
 from .match_boxes import match_boxes
 from . import reference
+from . import _autocast, _quantized
+
+_autocast.register()  # torch.autocast: torchvision's casts (see _autocast)
+_quantized.register()  # quantized roi_align / nms on the CPU: torchvision's qroi_align / qnms
 
 __all__ = [
     "AnchorGenerator",

@@ -67,6 +67,11 @@ def detection_postprocess(
         labels (Tensor[N, D], int64): classes, in 1..C-1.
         counts (Tensor[N], int64): valid rows per image; the rows after them are zero.
         roi_index (Tensor[N, D], int64): the class_logits row each detection comes from.
+
+    Differentiable, as torchvision's post-processing is: the scores with respect to
+    ``class_logits``, the boxes with respect to ``box_regression`` (and ``proposals``), the
+    selection (threshold, NMS, top-k) held fixed. Under CUDA autocast it computes in float32
+    and returns float32 scores and boxes, as torchvision's softmax and exp do there.
     """
     return torch.ops.maskrcnn_fast.detection_postprocess.default(
         class_logits, box_regression, proposals, proposal_counts, image_sizes,
@@ -120,3 +125,77 @@ def _detection_postprocess_fake(
         class_logits.new_empty((n,), dtype=torch.long),
         class_logits.new_empty((n, d), dtype=torch.long),
     )
+
+
+# ---- autograd ------------------------------------------------------------------------------
+# The selection (threshold, NMS, top-k) is piecewise constant; each detection's score and box are
+# smooth functions of its class_logits row, its box_regression entries and its proposal, as in
+# torchvision's postprocess_detections (softmax, then BoxCoder.decode and clip_boxes_to_image,
+# then indexing). The backward recomputes those functions for the detected rows only, with
+# torch ops, and differentiates them: the gradients of torchvision's model (saliency maps,
+# adversarial inputs) reach the logits, the regression and, when it requires grad, the proposals.
+
+
+def _decode_rows(codes: Tensor, ref: Tensor, weights: Sequence[float], bbox_xform_clip: float) -> Tensor:
+    """BoxCoder.decode_single for one (dx, dy, dw, dh) per row: [V, 4] against [V, 4]."""
+    wx, wy, ww, wh = weights
+    widths = ref[:, 2] - ref[:, 0]
+    heights = ref[:, 3] - ref[:, 1]
+    ctr_x = ref[:, 0] + 0.5 * widths
+    ctr_y = ref[:, 1] + 0.5 * heights
+    dw = torch.clamp(codes[:, 2] / ww, max=bbox_xform_clip)
+    dh = torch.clamp(codes[:, 3] / wh, max=bbox_xform_clip)
+    pred_ctr_x = codes[:, 0] / wx * widths + ctr_x
+    pred_ctr_y = codes[:, 1] / wy * heights + ctr_y
+    half_w = 0.5 * (torch.exp(dw) * widths)
+    half_h = 0.5 * (torch.exp(dh) * heights)
+    return torch.stack([pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h], 1)
+
+
+def _setup_context(ctx, inputs, output):
+    (class_logits, box_regression, proposals, _proposal_counts, image_sizes, weights, bbox_xform_clip,
+     _score_thresh, _nms_thresh, _detections_per_img) = inputs
+    _boxes, _scores, labels, counts, roi_index = output
+    ctx.save_for_backward(class_logits, box_regression, proposals, image_sizes, labels, counts, roi_index)
+    ctx.weights = list(weights)
+    ctx.bbox_xform_clip = float(bbox_xform_clip)
+
+
+def _backward(ctx, grad_boxes, grad_scores, _grad_labels, _grad_counts, _grad_roi_index):
+    class_logits, box_regression, proposals, image_sizes, labels, counts, roi_index = ctx.saved_tensors
+    n, d = labels.shape
+    valid = torch.arange(d, device=labels.device)[None, :] < counts[:, None]
+    rows, labs = roi_index[valid], labels[valid]
+    image = torch.arange(n, device=labels.device)[:, None].expand(n, d)[valid]
+    want = [i for i in range(3) if ctx.needs_input_grad[i]]
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(i in want)
+                  for i, t in enumerate((class_logits, box_regression, proposals))]
+        cl, br, prop = leaves
+        outs, grads = [], []
+        if grad_scores is not None:
+            scores = torch.softmax(cl[rows], -1).gather(1, labs[:, None])[:, 0]
+            outs.append(scores)
+            grads.append(grad_scores[valid])
+        if grad_boxes is not None:
+            c = cl.shape[1]
+            codes = br.reshape(-1, c, 4)[rows, labs]
+            ref = prop.reshape(-1, 4)[rows].to(codes.dtype)
+            boxes = _decode_rows(codes, ref, ctx.weights, ctx.bbox_xform_clip)
+            size = image_sizes.to(boxes.device)[image].to(boxes.dtype)  # (h, w)
+            zero = torch.zeros_like(size[:, :1])
+            x = boxes[:, 0::2].clamp(min=zero, max=size[:, 1:2])
+            y = boxes[:, 1::2].clamp(min=zero, max=size[:, 0:1])
+            outs.append(torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], 1))
+            grads.append(grad_boxes[valid])
+        inputs = [leaves[i] for i in want]
+        got = torch.autograd.grad(outs, inputs, grads, allow_unused=True) if outs and inputs else []
+    result = [None, None, None]
+    for i, g in zip(want, got):
+        result[i] = g if g is not None else torch.zeros_like(leaves[i])
+    return tuple(result) + (None,) * 7
+
+
+torch.library.register_autograd(
+    "maskrcnn_fast::detection_postprocess", _backward, setup_context=_setup_context
+)

@@ -7,6 +7,11 @@ first, as torchvision's CPU nms orders them). The suppression test is torchvisio
 float64 and in float32 for half and bfloat16 (torchvision's CUDA nms does the same for half; its
 CPU nms has no half kernel).
 
+Under ``torch.autocast`` boxes and scores of different dtypes are cast to float32, as
+torchvision's autocast kernel does (one float16 / bfloat16 dtype is already compared in float32).
+Quantized boxes and scores (CPU) give torchvision's ``qnms``: IoUs of the integer
+representations (scale and zero point cancel). Both functions are scriptable.
+
 NaN and Inf: a box with a NaN coordinate has a NaN IoU with every box, so it neither suppresses
 nor is suppressed; it is kept. NaN scores sort first (above +inf, as ``torch.sort`` puts them), so
 their boxes are kept and suppress others as if they had the highest scores.
@@ -31,7 +36,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns:
         Tensor[K] (int64): indices of the kept boxes, by decreasing score.
     """
-    return torch.ops.maskrcnn_fast.nms.default(boxes, scores, float(iou_threshold))
+    return torch.ops.maskrcnn_fast.nms(boxes, scores, float(iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -50,7 +55,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     Returns:
         Tensor[K] (int64): indices of the kept boxes, by decreasing score.
     """
-    return torch.ops.maskrcnn_fast.batched_nms.default(boxes, scores, idxs, float(iou_threshold))
+    return torch.ops.maskrcnn_fast.batched_nms(boxes, scores, idxs, float(iou_threshold))
 
 
 def _check_fake(boxes, scores, iou_threshold):

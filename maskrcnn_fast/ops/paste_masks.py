@@ -35,6 +35,10 @@ def paste_masks(
     Returns:
         Tensor[N, 1, H, W]: masks' dtype, or uint8 with a threshold.
 
+    Differentiable with respect to ``masks`` (without a threshold), as torchvision's
+    interpolation is. Under CUDA autocast it pastes in float32 and returns float32, as
+    torchvision's ``interpolate`` does there.
+
     Boxes whose expanded coordinates are NaN, infinite or beyond +-2**60 give an all-zero mask.
     torchvision raises for boxes lying wholly left of or above the image; here they give an
     all-zero mask too.
@@ -99,3 +103,35 @@ def _paste_masks_fake(masks, boxes, image_index, image_sizes, out_height, out_wi
                  lambda: f"boxes must be Tensor[N, 4], got {boxes.shape}")
     dtype = torch.uint8 if threshold is not None else masks.dtype
     return masks.new_empty((masks.shape[0], out_height, out_width), dtype=dtype)
+
+
+# ---- autograd ------------------------------------------------------------------------------
+# Pasting is linear in the mask probabilities (bilinear resize, then placement; the boxes are
+# truncated to integers and carry no gradient, as in torchvision). The backward is its adjoint,
+# taken through the pure-PyTorch reference paste (the same weights, two batched matmuls).
+
+
+def _paste_setup_context(ctx, inputs, output):
+    masks, boxes, image_index, image_sizes, out_height, out_width, padding, threshold = inputs
+    ctx.save_for_backward(masks, boxes, image_index, image_sizes)
+    ctx.args = (int(out_height), int(out_width), int(padding))
+    ctx.threshold = threshold
+
+
+def _paste_backward(ctx, grad):
+    from ._reference_paste_masks import _paste
+
+    masks, boxes, image_index, image_sizes = ctx.saved_tensors
+    if ctx.threshold is not None or not ctx.needs_input_grad[0]:
+        return (None,) * 8
+    out_h, out_w, padding = ctx.args
+    with torch.enable_grad():
+        m = masks.detach().requires_grad_(True)
+        out = _paste(m, boxes.detach(), image_index, image_sizes, out_h, out_w, padding, None)
+        (g,) = torch.autograd.grad(out, m, grad)
+    return (g,) + (None,) * 7
+
+
+torch.library.register_autograd(
+    "maskrcnn_fast::paste_masks", _paste_backward, setup_context=_paste_setup_context
+)

@@ -1,10 +1,11 @@
 """ROIAlign (Mask R-CNN, He et al. 2017): torchvision.ops.roi_align's signature and results on
 torch.ops.maskrcnn_fast.roi_align, with its fake kernel and autograd."""
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 import torch.fx
 from torch import Tensor, nn
+from torch.jit.annotations import BroadcastingList2
 
 __all__ = ["roi_align", "RoIAlign"]
 
@@ -101,26 +102,40 @@ def _pair(output_size) -> Tuple[int, int]:
     raise ValueError(f"output_size must be an int or a pair of ints, got {output_size!r}")
 
 
-def _boxes_to_rois(boxes: Union[Tensor, Sequence[Tensor]]) -> Tensor:
+def _list_to_rois(boxes: List[Tensor]) -> Tensor:
+    """One Tensor[L_i, 4] per image -> Tensor[sum L_i, 5] (image index, x1, y1, x2, y2)."""
+    if len(boxes) == 0:
+        raise ValueError("boxes must be Tensor[K, 5] or a non-empty list of Tensor[L, 4]")
+    ids: List[Tensor] = []
+    for i, b in enumerate(boxes):
+        if b.dim() != 2 or b.size(1) != 4:
+            raise ValueError(f"boxes[{i}] must be Tensor[L, 4], got shape {list(b.shape)}")
+        ids.append(torch.full_like(b[:, :1], i))
+    return torch.cat([torch.cat(ids, dim=0), torch.cat(boxes, dim=0)], dim=1)
+
+
+def _boxes_to_rois(boxes: Union[Tensor, List[Tensor]]) -> Tensor:
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.size(1) != 5:
-            raise ValueError(f"boxes must be Tensor[K, 5] or a list of Tensor[L, 4], got shape {tuple(boxes.shape)}")
+            raise ValueError(
+                f"boxes must be Tensor[K, 5] or a list of Tensor[L, 4], got shape {list(boxes.shape)}"
+            )
         return boxes
-    if not isinstance(boxes, (list, tuple)) or len(boxes) == 0:
-        raise ValueError("boxes must be Tensor[K, 5] or a non-empty list of Tensor[L, 4]")
-    for i, b in enumerate(boxes):
-        if not isinstance(b, Tensor) or b.dim() != 2 or b.size(1) != 4:
-            shape = tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__
-            raise ValueError(f"boxes[{i}] must be Tensor[L, 4], got {shape}")
-    ids = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
-    return torch.cat([ids, torch.cat(list(boxes), dim=0)], dim=1)
+    if not torch.jit.is_scripting():
+        if not isinstance(boxes, (list, tuple)):
+            raise ValueError("boxes must be Tensor[K, 5] or a non-empty list of Tensor[L, 4]")
+        for i, b in enumerate(boxes):
+            if not isinstance(b, Tensor):
+                raise ValueError(f"boxes[{i}] must be Tensor[L, 4], got {type(b).__name__}")
+        boxes = list(boxes)
+    return _list_to_rois(boxes)
 
 
 @torch.fx.wrap
 def roi_align(
     input: Tensor,
     boxes: Union[Tensor, List[Tensor]],
-    output_size: Union[int, Tuple[int, int]],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
@@ -131,7 +146,9 @@ def roi_align(
         input (Tensor[N, C, H, W]): feature maps, float32, float64, float16 or bfloat16 (the
             last two are summed in float32). NCHW or channels_last.
         boxes (Tensor[K, 5] or list of Tensor[L, 4]): ``(batch index, x1, y1, x2, y2)`` in input
-            pixels, or one ``(x1, y1, x2, y2)`` tensor per image; same dtype and device as input.
+            pixels, or one ``(x1, y1, x2, y2)`` tensor per image; same dtype and device as input
+            (under ``torch.autocast`` mixed dtypes are cast as torchvision's autocast kernel does:
+            float16 / bfloat16 to float32, the result back to input's dtype).
         output_size (int or (int, int)): ``(PH, PW)``, the bins per ROI.
         spatial_scale (float): feature-map pixels per input pixel (1/stride), positive.
         sampling_ratio (int): samples per bin side; ``-1`` or ``0``: adaptive,
@@ -148,9 +165,18 @@ def roi_align(
     check would need a host sync, so the kernel instead writes zeros for that ROI and gives it no
     gradient. The gradient flows to ``input`` only; the CPU backward is deterministic, the CUDA
     backward uses atomic adds.
+
+    Quantized ``input`` (quint8, qint8, qint32; CPU): ``boxes`` quantized too (or float), and the
+    result is torchvision's ``qroi_align`` bit for bit, quantized with ``input``'s scale and zero
+    point. torchvision takes one image only (and ignores the batch index); here a batch of
+    several images uses the batch index, which must then dequantize to an integer in [0, N).
+    Scriptable with ``torch.jit.script``.
     """
     rois = _boxes_to_rois(boxes)
-    ph, pw = _pair(output_size)
+    if torch.jit.is_scripting():
+        ph, pw = output_size[0], output_size[1]  # BroadcastingList2 made an int a pair
+    else:
+        ph, pw = _pair(output_size)
     return torch.ops.maskrcnn_fast.roi_align(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned)
 
 
@@ -159,7 +185,7 @@ class RoIAlign(nn.Module):
 
     def __init__(
         self,
-        output_size: Union[int, Tuple[int, int]],
+        output_size: BroadcastingList2[int],
         spatial_scale: float,
         sampling_ratio: int,
         aligned: bool = False,
