@@ -55,7 +55,11 @@ def multilevel_roi_align(
     The level of a box is ``floor(canonical_level + log2(sqrt(area) / canonical_scale) + eps)``
     clamped to ``[k_min, k_max]``, where ``k = -log2(scale)`` of the first and last map; it is
     computed in the boxes' dtype with torchvision's roundings, so every ROI goes to the level
-    torchvision's ``MultiScaleRoIAlign`` gives it. With a single map every ROI is pooled from it.
+    torchvision's ``MultiScaleRoIAlign`` gives it on the same device. The devices differ as
+    torch's do: the CPU divides by ``canonical_scale``, CUDA multiplies by its reciprocal (torch's
+    CUDA division by a scalar), and each takes ``log2`` from its own math library; so a box within
+    about 1e-6 (relative) of a level boundary, some 3 random boxes in 10^8, can go to another level
+    on CUDA than on the CPU, in torchvision as here. With a single map every ROI is pooled from it.
 
     Args:
         features (List[Tensor[N, C, H_l, W_l]]): 1 to 8 maps, finest first, same dtype, batch size
