@@ -10,7 +10,7 @@ endif
 BENCH_OUT ?= benchmarks/out
 DIST ?= dist
 
-.PHONY: all build test bench demo fuzz clean wheel sdist gpu-env-check
+.PHONY: all build test bench demo fuzz sanitize clean wheel sdist gpu-env-check
 
 all: test
 
@@ -35,6 +35,13 @@ fuzz: build
 	mkdir -p $(BENCH_OUT)
 	MF_FUZZ_PROFILE=fuzz MF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:cacheprovider \
 		--fuzz-json=$(BENCH_OUT)/fuzz.json $(PYTEST_ARGS)
+
+# The emulated CUDA kernels under sanitizers (README: "Emulated CUDA"): AddressSanitizer +
+# UndefinedBehaviorSanitizer, then ThreadSanitizer, each an instrumented _C_emu under
+# build/sanitize/<variant>; fails on any report. SANITIZE_K narrows the cases (a pytest -k).
+SANITIZE_VARIANTS ?= asan tsan
+sanitize: build
+	for v in $(SANITIZE_VARIANTS); do bash scripts/sanitize_emu.sh $$v || exit 1; done
 
 bench: build
 	mkdir -p $(BENCH_OUT)

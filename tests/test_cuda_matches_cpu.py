@@ -302,6 +302,19 @@ def test_multilevel_roi_align(backend, dtype, channels_last, seed):
                       [f.shape[2] for f in feats], [f.shape[3] for f in feats], dtype=dtype)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_multilevel_roi_align_channel_blocks(backend, channels_last, seed):
+    """Several blocks of channels per ROI with a partial last one (40 channels: 32 + 8 on
+    channels_last maps, 11 at a time on NCHW ones), and 14x14 bins: partial staging tiles."""
+    feats = [torch.randn(2, 40, 60 >> i, 80 >> i) for i in range(3)]
+    if channels_last:
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    b = _off_level_boundaries(boxes(9, 240, 320, torch.float64)).float()
+    rois = torch.cat([torch.randint(0, 2, (9, 1)).float(), b], 1)
+    check(backend, "multilevel_roi_align", feats, rois, [0.25, 0.125, 0.0625], 14, 14, -1, True,
+          224, 4, 1e-6)
+
+
 def test_multilevel_roi_align_guards(backend, seed):
     feats = [torch.randn(2, 4, 50 >> i, 68 >> i) for i in range(4)]
     b = _off_level_boundaries(boxes(16, 200, 272, torch.float64)).float()

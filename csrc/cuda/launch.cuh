@@ -33,6 +33,18 @@ inline cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream();
 #define MF_CUDA_LIBRARY_IMPL(m) TORCH_LIBRARY_IMPL(maskrcnn_fast, CUDA, m)
 #endif
 
+// A word that other threads of the block may be changing with atomics at the same time, read
+// as a relaxed atomic: a plain load racing with their atomics is a data race in CUDA's memory
+// model (a volatile load is a relaxed one in PTX's) and for ThreadSanitizer.
+template <typename T>
+__device__ __forceinline__ T load_relaxed(const T* p) {
+#ifdef MF_EMU
+  return __atomic_load_n(p, __ATOMIC_RELAXED);
+#else
+  return *reinterpret_cast<const volatile T*>(p);
+#endif
+}
+
 // kernel<<<grid, block, 0, stream>>>(args...) and the launch check. A grid without blocks
 // (an empty input) launches nothing: CUDA rejects it, so no caller has to guard it.
 template <typename... Params, typename... Args>

@@ -1,7 +1,10 @@
-// multilevel_roi_align on CUDA: one launch over the ROIs of all pyramid levels; each thread
-// picks its ROI's level, image and geometry (multilevel_math.h) and pools one output element
-// with roi_align_math.h. The levels' pointers, strides and scales travel by value in the
-// kernel argument.
+// multilevel_roi_align on CUDA: one launch over the ROIs of all pyramid levels. Forward: one
+// block per (ROI, block of channels), as roi_align: its threads plan the ROI once (level, image,
+// geometry: multilevel_math.h) and pool its bins with roi_align_math.h, so the results are
+// bitwise those of a per-element plan. NCHW maps: consecutive threads take consecutive bins of
+// one channel (coalesced reads and writes); channels_last maps: consecutive channels of one bin
+// (coalesced reads), staged through shared memory so that the NCHW output is written a row of
+// bins at a time. The levels' pointers, strides and scales travel by value in the kernel argument.
 //
 // No host synchronisation: a ROI whose batch index is not an integer in [0, N), whose box is
 // not finite, or that has no level writes zeros (and receives no gradient) instead of reading
@@ -24,56 +27,93 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Channels and bins of one channels_last staging tile (the +1 keeps the transposed reads off one
+// shared-memory bank).
+constexpr int kTileChannels = 32;
+constexpr int kTileBins = 32;
+// Output elements one NCHW block aims at, as roi_align.
+constexpr int64_t kElemsPerBlock = 2048;
+
 int blocks_for(int64_t n) {
   // Grid-stride loops cover the rest.
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t{1} << 16));
 }
 
-// Element e of the output [K, C, PH, PW]: channel-fastest order (c, then pw, ph, k) when every
-// map is channels_last, so that neighbouring threads read neighbouring memory; else NCHW order.
+unsigned int grid_for_items(int64_t items) {
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(items, int64_t{1} << 20)));
+}
+
+// Channels per block: a tile's worth on channels_last maps, else about kElemsPerBlock outputs.
+int64_t channels_per_block(int64_t C, int64_t bins, bool channels_last) {
+  if (channels_last) return std::min<int64_t>(C, kTileChannels);
+  return std::max<int64_t>(1, std::min<int64_t>(C, (kElemsPerBlock + bins - 1) / bins));
+}
+
+template <typename scalar_t, typename acc_t>
+MF_DEVICE acc_t pool_bin(const RoiPlan<acc_t>& r, const FeatureLevels<const scalar_t*, acc_t>& f,
+                         int64_t c, int bin, int pooled_w) {
+  if (!r.valid) return acc_t(0);
+  const int l = r.level;
+  const scalar_t* plane = f.data[l] + r.batch * f.stride_n[l] + c * f.stride_c[l];
+  const int ph = bin / pooled_w, pw = bin - (bin / pooled_w) * pooled_w;
+  return roi_align_bin<acc_t>(plane, f.height[l], f.width[l], f.stride_y[l], f.stride_x[l], r.g,
+                              ph, pw);
+}
+
+template <typename scalar_t, typename acc_t, bool kChannelsLast>
+__global__ void __launch_bounds__(kThreads) multilevel_roi_align_forward_kernel(
+    int64_t num_rois, const acc_t* __restrict__ rois, FeatureLevels<const scalar_t*, acc_t> f,
+    PoolParams<acc_t> p, int64_t block_channels, scalar_t* __restrict__ out) {
+  __shared__ acc_t tile[kTileChannels][kTileBins + 1];
+  const int bins = p.pooled_h * p.pooled_w;
+  const int64_t C = p.channels;
+  const int64_t chunks = (C + block_channels - 1) / block_channels;
+  for (int64_t item = blockIdx.x; item < num_rois * chunks; item += gridDim.x) {
+    const int64_t k = item / chunks;
+    const int64_t c0 = (item - k * chunks) * block_channels;
+    const int nc = static_cast<int>(min(block_channels, C - c0));
+    // Every thread plans the same ROI: no shared state, no barrier for it.
+    const RoiPlan<acc_t> r = plan_roi(rois + k * 5, f, p);
+    scalar_t* dst = out + (k * C + c0) * bins;  // [nc, bins], contiguous
+    if (!kChannelsLast) {
+      for (int64_t e = threadIdx.x; e < static_cast<int64_t>(nc) * bins; e += blockDim.x) {
+        const int cl = static_cast<int>(e / bins);
+        const int bin = static_cast<int>(e - static_cast<int64_t>(cl) * bins);
+        dst[e] = static_cast<scalar_t>(pool_bin(r, f, c0 + cl, bin, p.pooled_w));
+      }
+      continue;
+    }
+    for (int b0 = 0; b0 < bins; b0 += kTileBins) {
+      const int nb = min(kTileBins, bins - b0);
+      for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // channel fastest: reads
+        const int cl = e % nc, b = e / nc;
+        tile[cl][b] = pool_bin(r, f, c0 + cl, b0 + b, p.pooled_w);
+      }
+      __syncthreads();
+      for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // bin fastest: writes
+        const int cl = e / nb, b = e % nb;
+        dst[static_cast<int64_t>(cl) * bins + b0 + b] = static_cast<scalar_t>(tile[cl][b]);
+      }
+      __syncthreads();  // the tile is free for the next bins
+    }
+  }
+}
+
+// Element e of the NCHW output [K, C, PH, PW].
 struct OutIndex {
   int64_t k, c;
   int ph, pw;
 };
 
-MF_DEVICE OutIndex decode(int64_t e, int64_t C, int PH, int PW, bool channels_fastest) {
+MF_DEVICE OutIndex decode(int64_t e, int64_t C, int PH, int PW) {
   OutIndex o;
-  if (channels_fastest) {
-    o.c = e % C;
-    e /= C;
-    o.pw = static_cast<int>(e % PW);
-    e /= PW;
-    o.ph = static_cast<int>(e % PH);
-    o.k = e / PH;
-  } else {
-    o.pw = static_cast<int>(e % PW);
-    e /= PW;
-    o.ph = static_cast<int>(e % PH);
-    e /= PH;
-    o.c = e % C;
-    o.k = e / C;
-  }
+  o.pw = static_cast<int>(e % PW);
+  e /= PW;
+  o.ph = static_cast<int>(e % PH);
+  e /= PH;
+  o.c = e % C;
+  o.k = e / C;
   return o;
-}
-
-template <typename scalar_t, typename acc_t>
-__global__ void multilevel_roi_align_forward_kernel(
-    int64_t total, const acc_t* __restrict__ rois, FeatureLevels<const scalar_t*, acc_t> f,
-    PoolParams<acc_t> p, bool channels_fastest, scalar_t* __restrict__ out) {
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const OutIndex o = decode(e, p.channels, p.pooled_h, p.pooled_w, channels_fastest);
-    const RoiPlan<acc_t> r = plan_roi(rois + o.k * 5, f, p);
-    acc_t v = acc_t(0);
-    if (r.valid) {
-      const int l = r.level;
-      const scalar_t* plane = f.data[l] + r.batch * f.stride_n[l] + o.c * f.stride_c[l];
-      v = roi_align_bin<acc_t>(plane, f.height[l], f.width[l], f.stride_y[l], f.stride_x[l], r.g,
-                               o.ph, o.pw);
-    }
-    out[((o.k * p.channels + o.c) * p.pooled_h + o.ph) * p.pooled_w + o.pw] =
-        static_cast<scalar_t>(v);
-  }
 }
 
 template <typename scalar_t, typename acc_t>
@@ -84,7 +124,7 @@ __global__ void multilevel_roi_align_backward_kernel(int64_t total,
                                                      PoolParams<acc_t> p) {
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const OutIndex o = decode(e, p.channels, p.pooled_h, p.pooled_w, false);
+    const OutIndex o = decode(e, p.channels, p.pooled_h, p.pooled_w);
     const RoiPlan<acc_t> r = plan_roi(rois + o.k * 5, f, p);
     if (!r.valid) continue;
     const int l = r.level;
@@ -107,8 +147,10 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
   at::Tensor out = at::empty({K, C, pooled_height, pooled_width}, features[0].options());
   if (out.numel() == 0) return out;
   const at::Tensor rois_c = rois_for_kernel(rois, features[0].scalar_type());
-  bool channels_fastest = C > 1;
-  for (const at::Tensor& x : features) channels_fastest = channels_fastest && x.stride(1) == 1;
+  bool channels_last = C > 1;
+  for (const at::Tensor& x : features) channels_last = channels_last && x.stride(1) == 1;
+  const int64_t cpb = channels_per_block(C, pooled_height * pooled_width, channels_last);
+  const int64_t items = K * ((C + cpb - 1) / cpb);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, features[0].scalar_type(), "multilevel_roi_align_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
@@ -118,10 +160,15 @@ at::Tensor multilevel_roi_align_cuda(at::TensorList features, const at::Tensor& 
         const PoolParams<acc_t> p = make_pool_params<acc_t>(N, C, pooled_height, pooled_width,
                                                        sampling_ratio, aligned, canonical_scale,
                                                        canonical_level, eps, true);
-        const int64_t total = out.numel();
-        launch(multilevel_roi_align_forward_kernel<scalar_t, acc_t>, blocks_for(total), kThreads,
-               current_stream(), total, rois_c.const_data_ptr<acc_t>(), f, p, channels_fastest,
-               out.mutable_data_ptr<scalar_t>());
+        auto run = [&](auto kernel) {
+          launch(kernel, grid_for_items(items), kThreads, current_stream(), K,
+                 rois_c.const_data_ptr<acc_t>(), f, p, cpb, out.mutable_data_ptr<scalar_t>());
+        };
+        if (channels_last) {
+          run(multilevel_roi_align_forward_kernel<scalar_t, acc_t, true>);
+        } else {
+          run(multilevel_roi_align_forward_kernel<scalar_t, acc_t, false>);
+        }
       });
   return out;
 }

@@ -241,7 +241,7 @@ __global__ void __launch_bounds__(kScanThreads)
           const int32_t lj = j - lo;
           u64* word = removed + lj / kTile;
           const u64 bit = u64(1) << (lj % kTile);
-          if (*word & bit) continue;
+          if (load_relaxed(word) & bit) continue;  // others atomicOr into the same word
           const SortedBox<T> box = boxes[j];
           for (u64 kk = kept; kk; kk &= kk - 1) {
             const int b = __ffsll(static_cast<long long>(kk)) - 1;

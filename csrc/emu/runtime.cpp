@@ -209,6 +209,7 @@ struct Block {
   std::vector<Warp> warps;
   // Threads not started yet, workers on this block, and how a waiting thread asks for one more.
   std::atomic<int> next{0};
+  std::atomic<int> started{0};  // MF_EMU_THREADS=all: threads through the start gate
   int workers = 0;  // guarded by the launch's mutex
   std::function<void()> join;
 
@@ -355,6 +356,19 @@ struct Block {
     s << " of warp " << w << " exited while lanes of " << wp.what << "(mask 0x" << std::hex
       << wp.mask << ") wait for them";
     fail_locked(s.str());
+  }
+
+  // MF_EMU_THREADS=all: every thread of the block waits here until all have started, through
+  // one atomic counter and no lock. A thread that ran to its end before another started, or a
+  // lock taken on the way in, would order the threads' accesses for ThreadSanitizer and hide the
+  // races between them; after this gate only the kernel's own barriers, warp intrinsics and
+  // atomics order them.
+  void start_gate() {
+    started.fetch_add(1, std::memory_order_acq_rel);
+    while (started.load(std::memory_order_acquire) < nthreads) {
+      if (launch->failed) throw Aborted{};
+      std::this_thread::yield();
+    }
   }
 
   // Returns true for the block's last thread.
@@ -527,6 +541,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
   const int per_batch = static_cast<int>(std::min<long long>(blocks_at_once(), nblocks));
   launch.in_flight = per_batch;
   const int nthreads = static_cast<int>(threads);
+  const bool strict = strict_threads();
   for (long long first = 0; first < nblocks && !launch.failed; first += per_batch) {
     const int count = static_cast<int>(std::min<long long>(per_batch, nblocks - first));
     std::vector<std::unique_ptr<Block>> blocks;
@@ -549,6 +564,7 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
       c.block = bl;
       tls_ctx = &c;
       try {
+        if (strict) bl->start_gate();
         if (!launch.failed) body();
       } catch (const Aborted&) {
       } catch (const std::exception& e) {
@@ -567,14 +583,19 @@ void run_grid(const void* kernel, dim3 grid, dim3 block, const std::function<voi
     int blocks_done = 0;
     // A worker's share of a block: unstarted threads, one after another.
     std::function<void(Block*)> work = [&](Block* bl) {
-      for (int t; (t = bl->next.fetch_add(1)) < nthreads;) run_thread(bl, t);
+      if (strict) {  // one emulated thread per OS thread, none run after another on one
+        const int t = bl->next.fetch_add(1);
+        if (t < nthreads) run_thread(bl, t);
+      } else {
+        for (int t; (t = bl->next.fetch_add(1)) < nthreads;) run_thread(bl, t);
+      }
       std::lock_guard<std::mutex> lock(launch.m);
       if (--bl->workers == 0) {
         ++blocks_done;
         launch.cv.notify_all();
       }
     };
-    const int start_workers = strict_threads() ? nthreads : std::min(nthreads, kStartWorkers);
+    const int start_workers = strict ? nthreads : std::min(nthreads, kStartWorkers);
     {
       std::lock_guard<std::mutex> lock(launch.m);
       for (auto& bl : blocks) {
