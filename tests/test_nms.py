@@ -307,3 +307,15 @@ def test_opcheck(device, seed):
     idxs = torch.randint(0, 4, (n,), device=device)
     torch.library.opcheck(torch.ops.maskrcnn_fast.nms.default, (boxes, scores, 0.5))
     torch.library.opcheck(torch.ops.maskrcnn_fast.batched_nms.default, (boxes, scores, idxs, 0.5))
+
+
+def test_more_boxes_than_the_kernels_index(device):
+    """Box indices are int32 in the CUDA kernels (bit arithmetic up to 2^30 boxes): over 2^30 is
+    an error naming `boxes` on every device, before any allocation (stride-0 views here)."""
+    n = (1 << 30) + 1
+    b = torch.zeros(1, 4, device=device).expand(n, 4)
+    s = torch.zeros(1, device=device).expand(n)
+    with pytest.raises(RuntimeError, match=r"boxes: at most 2\^30 boxes are supported, got 1073741825"):
+        nms(b, s, 0.5)
+    with pytest.raises(RuntimeError, match=r"boxes: at most 2\^30 boxes are supported"):
+        batched_nms(b, s, torch.zeros(1, dtype=torch.int64, device=device).expand(n), 0.5)
