@@ -374,7 +374,6 @@ def cmd_eval(args) -> int:
     import torch
 
     _check_numbers(args, [("--batch-size", lambda v: v >= 1, ">= 1")] + _MODEL_RULES + _DATA_RULES + _AP_RULE)
-    pycocotools("eval")
     spec, option = _weights_arg(args)
     if args.output_json:
         from .evaluation import metrics_path
@@ -382,6 +381,7 @@ def cmd_eval(args) -> int:
         _check_file(args.output_json, "--output-json")
         _check_file(metrics_path(args.output_json), "--output-json (its metrics)")
     ck = read_weights(spec, option)
+    pycocotools("eval")  # bad arguments first (a missing checkpoint), then what is not installed
     ck_args = ck.get("args") or {}
     if not isinstance(ck_args, dict):  # torchvision's reference scripts: an argparse.Namespace
         ck_args = vars(ck_args)
@@ -421,7 +421,6 @@ def cmd_predict(args) -> int:
 
     _check_numbers(args, [("--score-thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
                           ("--num-classes", lambda v: v >= 2, ">= 2 (background included)")] + _MODEL_RULES)
-    pycocotools("predict (it writes masks as COCO RLE)")
     spec, option = _weights_arg(args)
     files = _list_images(args.inputs)
     for f in files:  # headers only: the pixels are decoded one image at a time below
@@ -429,6 +428,7 @@ def cmd_predict(args) -> int:
             check_image(f)
         except OSError as e:
             raise UsageError(str(e)) from None
+    pycocotools("predict (it writes masks as COCO RLE)")  # before the output folder is made
     _check_folder(args.output_dir, "--output-dir")
     device = _device(args.device)
     model, margs = model_from_checkpoint(spec, num_classes=args.num_classes, ops=args.ops,

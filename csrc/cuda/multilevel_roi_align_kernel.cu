@@ -75,26 +75,26 @@ __global__ void __launch_bounds__(kThreads) multilevel_roi_align_forward_kernel(
     // Every thread plans the same ROI: no shared state, no barrier for it.
     const RoiPlan<acc_t> r = plan_roi(rois + k * 5, f, p);
     scalar_t* dst = out + (k * C + c0) * bins;  // [nc, bins], contiguous
-    if (!kChannelsLast) {
+    if constexpr (!kChannelsLast) {
       for (int64_t e = threadIdx.x; e < static_cast<int64_t>(nc) * bins; e += blockDim.x) {
         const int cl = static_cast<int>(e / bins);
         const int bin = static_cast<int>(e - static_cast<int64_t>(cl) * bins);
         dst[e] = static_cast<scalar_t>(pool_bin(r, f, c0 + cl, bin, p.pooled_w));
       }
-      continue;
-    }
-    for (int b0 = 0; b0 < bins; b0 += kTileBins) {
-      const int nb = min(kTileBins, bins - b0);
-      for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // channel fastest: reads
-        const int cl = e % nc, b = e / nc;
-        tile[cl][b] = pool_bin(r, f, c0 + cl, b0 + b, p.pooled_w);
+    } else {
+      for (int b0 = 0; b0 < bins; b0 += kTileBins) {
+        const int nb = min(kTileBins, bins - b0);
+        for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // channel fastest: reads
+          const int cl = e % nc, b = e / nc;
+          tile[cl][b] = pool_bin(r, f, c0 + cl, b0 + b, p.pooled_w);
+        }
+        __syncthreads();
+        for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // bin fastest: writes
+          const int cl = e / nb, b = e % nb;
+          dst[static_cast<int64_t>(cl) * bins + b0 + b] = static_cast<scalar_t>(tile[cl][b]);
+        }
+        __syncthreads();  // the tile is free for the next bins
       }
-      __syncthreads();
-      for (int e = threadIdx.x; e < nc * nb; e += blockDim.x) {  // bin fastest: writes
-        const int cl = e / nb, b = e % nb;
-        dst[static_cast<int64_t>(cl) * bins + b0 + b] = static_cast<scalar_t>(tile[cl][b]);
-      }
-      __syncthreads();  // the tile is free for the next bins
     }
   }
 }
