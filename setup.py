@@ -14,6 +14,8 @@ Switches (environment):
                        wheels. Needs no nvcc.
   MASKRCNN_FAST_EMU_SANITIZE  asan (AddressSanitizer + UBSan) or tsan (ThreadSanitizer): build
                        only _C_emu, instrumented (make sanitize; use with --build-lib).
+  MASKRCNN_FAST_STRICT_PTXAS  1: a register spill in a CUDA kernel fails the build (CI).
+  MASKRCNN_FAST_PTXAS_VERBOSE 1: ptxas prints every kernel's registers, spills, shared memory.
   MAX_JOBS             parallel compile jobs (ninja).
   CUDA_HOME            defaults to /usr/local/cuda when that exists.
 
@@ -41,6 +43,18 @@ MIN_ARCH = (7, 5)
 # The torch release the extension is built against: the compiled code only loads beside it.
 TORCH_RELEASE = torch.__version__.split("+")[0]
 TORCH_MINOR = ".".join(TORCH_RELEASE.split(".")[:2])
+
+
+def _ptxas_flags():
+    """A register spill is a warning; MASKRCNN_FAST_STRICT_PTXAS=1 (CI) makes it an error, and
+    MASKRCNN_FAST_PTXAS_VERBOSE=1 prints each kernel's registers, stack, spills and shared memory
+    (benchmarks/RESULTS.md's table)."""
+    flags = ["-Xptxas=--warn-on-spills"]
+    if os.environ.get("MASKRCNN_FAST_STRICT_PTXAS") == "1":
+        flags.append("-Xptxas=--warning-as-error")
+    if os.environ.get("MASKRCNN_FAST_PTXAS_VERBOSE") == "1":
+        flags.append("-Xptxas=-v")
+    return flags
 
 
 def _nvcc():
@@ -250,7 +264,7 @@ def _extensions():
         define_macros.append(("MF_WITH_CUDA", None))
         kwargs["extra_compile_args"] = {
             "cxx": cxx,
-            "nvcc": ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"],
+            "nvcc": ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"] + _ptxas_flags(),
         }
         ext = cpp_extension.CUDAExtension
     else:
