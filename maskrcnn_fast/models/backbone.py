@@ -299,7 +299,7 @@ class BackboneWithFPN(nn.Module):
         if not _layout.measuring_allowed(x):
             # traced or compiled: what this mode chose eagerly, else NCHW; nothing is written
             return by_mode.get(mode, False)
-        key = _layout.layout_key(x, mode + ("-folded" if folded else ""))
+        key = _layout.layout_key(x, mode + ("-folded" if folded else "") + ("-autocast" if _autocast_on(x) else ""))
         choices = self._layout_choices
         choice = choices.get(key)
         if choice is None:
