@@ -257,3 +257,33 @@ def test_float32_backbone_agrees_within_rounding(seed):
         torch.testing.assert_close(results[True][0][k], v, rtol=1e-4, atol=1e-4 * float(v.abs().max()))
     for n, v in results[False][1].items():
         torch.testing.assert_close(results[True][1][n], v, rtol=1e-4, atol=1e-4 * float(v.abs().max()))
+
+
+def test_report_names_the_isa_and_the_choice(tmp_path):
+    """make bench's table says which instruction sets the run had and which format was chosen."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    features = {"model": "Some CPU", "cores": 2, "extensions": ["AVX2"], "torch_capability": "AVX2",
+                "limits": {"ONEDNN_MAX_CPU_ISA": "AVX2"}}
+
+    def record(group, impl, median, layout=None):
+        extra = {"impl": impl, "device": "cpu", **({"layout": layout} if layout else {})}
+        return {"group": group, "name": f"bench_train[{impl}]", "extra_info": extra, "stats": {"median": median}}
+
+    auto = {"setting": None, "chosen": "nchw", "timed_s": [[1.0, 1.5]]}
+    fixed = {"setting": True, "chosen": "channels_last", "timed_s": []}
+    runs = [record("train[bs2]", "fused", 8.0, auto), record("train[bs2]", "torchvision", 10.0),
+            record("train_channels_last[bs2]", "fused", 12.0, fixed), record("train_channels_last[bs2]", "torchvision", 10.0)]
+    (tmp_path / "bench.json").write_text(json.dumps({"machine_info": {"cpu_features": features}, "benchmarks": runs}))
+    p = subprocess.run([sys.executable, "benchmarks/report.py", str(tmp_path / "bench.json"), "--out", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "results.md").read_text()
+    assert "Some CPU, 2 cores; ISA: AVX2; ATen kernels: AVX2; ONEDNN_MAX_CPU_ISA=AVX2" in md
+    assert "1.25x" in md and "0.83x" in md
+    assert "- train[bs2]: nchw (timed on a crop: NCHW 1.000 s, channels_last 1.500 s)" in md
+    assert "train_channels_last[bs2]:" not in md  # fixed by its group, not chosen
