@@ -62,11 +62,11 @@ def env_choice() -> Optional[bool]:
 
 
 def _fx_tracing() -> bool:
-    try:
-        from torch.fx._symbolic_trace import is_fx_tracing
-    except ImportError:  # pragma: no cover - older torch
-        return False
-    return is_fx_tracing()
+    # fx.symbolic_trace; torch.export is covered by is_compiling (the older is_fx_tracing
+    # covers both but logs a deprecation warning)
+    fx = torch.fx._symbolic_trace
+    probe = getattr(fx, "is_fx_symbolic_tracing", None) or getattr(fx, "is_fx_tracing", None)
+    return bool(probe()) if probe is not None else False
 
 
 def measuring_allowed(x: Tensor) -> bool:
