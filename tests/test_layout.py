@@ -287,3 +287,12 @@ def test_report_names_the_isa_and_the_choice(tmp_path):
     assert "1.25x" in md and "0.83x" in md
     assert "- train[bs2]: nchw (timed on a crop: NCHW 1.000 s, channels_last 1.500 s)" in md
     assert "train_channels_last[bs2]:" not in md  # fixed by its group, not chosen
+
+
+def test_timing_input_is_one_image_at_full_size():
+    """COCO-sized images are timed whole (a crop can prefer the other format); only huge
+    photos are cropped, to multiples of 32 within layout.MEASURE_PIXELS."""
+    assert tuple(layout.proxy_input(torch.zeros(1, 1, 1, 1).expand(2, 3, 800, 1344)).shape) == (1, 3, 800, 1344)
+    big = layout.proxy_input(torch.zeros(1, 1, 1, 1).expand(1, 3, 4000, 6000))
+    h, w = big.shape[-2:]
+    assert h * w <= layout.MEASURE_PIXELS and h % 32 == 0 and w % 32 == 0 and abs(w / h - 1.5) < 0.05
