@@ -4,8 +4,10 @@ no resize), batch 1 and 2, eval mode, no_grad.
 Every impl runs the same random weights (torchvision's initialisation, seed 0): ``fused`` and
 ``torch`` are maskrcnn_fast's model on our kernels / our pure-PyTorch ops, ``torchvision`` is
 torchvision's maskrcnn_resnet50_fpn with the same state_dict. The ``model_optimized`` groups run
-``fused`` and ``torch`` through ``maskrcnn_fast.optimize_for_inference`` (batch norms folded,
-channels_last convolutions) against torchvision's model as it is. With these weights about three
+``fused`` and ``torch`` through ``maskrcnn_fast.optimize_for_inference`` (batch norms folded, the
+convolutions' memory format chosen by timing both on this machine at the first image size)
+against torchvision's model as it is; ``model_optimized_nchw[bs1]`` and
+``model_optimized_channels_last[bs1]`` fix the format (fused only), beside torchvision again. With these weights about three
 class scores per proposal pass box_score_thresh=0.05, so every image gets its 100 detections and
 100 masks, as with trained weights. ``extra_info`` records images/s and the detections per image.
 """
@@ -13,6 +15,7 @@ import pytest
 import torch
 import torchvision
 
+from bench_train import LAYOUTS, record_layout
 from common import IMPLS, _sync
 from maskrcnn_fast import optimize_for_inference
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn
@@ -29,7 +32,7 @@ def state():
     return torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
 
 
-def _model(impl, state, device, optimized=False):
+def _model(impl, state, device, optimized=False, channels_last=None):
     if impl == "torchvision":
         model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     else:
@@ -37,12 +40,12 @@ def _model(impl, state, device, optimized=False):
     model.load_state_dict(state)
     model = model.eval().to(device)
     if optimized and impl != "torchvision":
-        model = optimize_for_inference(model)
+        model = optimize_for_inference(model, channels_last=channels_last)
     return model
 
 
-def _bench(benchmark, device, state, impl, bs, optimized):
-    model = _model(impl, state, device, optimized)
+def _bench(benchmark, device, state, impl, bs, optimized, layout=""):
+    model = _model(impl, state, device, optimized, LAYOUTS[layout])
     g = torch.Generator().manual_seed(1)
     images = [torch.rand(3, H, W, generator=g).to(device) for _ in range(bs)]
 
@@ -52,12 +55,13 @@ def _bench(benchmark, device, state, impl, bs, optimized):
         _sync(device)
         return out
 
-    benchmark.group = f"model{'_optimized' if optimized else ''}[bs{bs}]"
+    benchmark.group = f"model{'_optimized' if optimized else ''}{layout}[bs{bs}]"
     benchmark.extra_info["impl"] = impl
     benchmark.extra_info["device"] = str(device)
     out = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     benchmark.extra_info["detections_per_image"] = [int(o["boxes"].shape[0]) for o in out]
     benchmark.extra_info["images_per_s"] = bs / benchmark.stats.stats.median
+    record_layout(benchmark, model)
 
 
 # impl varies fastest: the three impls of a group run back to back, under the same machine load
@@ -71,6 +75,13 @@ def bench_model(benchmark, device, state, impl, bs):
 @pytest.mark.parametrize("bs", [1, 2])
 def bench_model_optimized(benchmark, device, state, impl, bs):
     _bench(benchmark, device, state, impl, bs, optimized=True)
+
+
+# both formats fixed, at batch 1: which one this machine prefers, beside the automatic choice
+@pytest.mark.parametrize("impl", ["fused", "torchvision"])
+@pytest.mark.parametrize("layout", ["_nchw", "_channels_last"], ids=["nchw", "channels_last"])
+def bench_model_optimized_layout(benchmark, device, state, impl, layout):
+    _bench(benchmark, device, state, impl, 1, optimized=True, layout=layout)
 
 
 # ---- CUDA only: fp32 and autocast fp16, batch 1 and 8, with and without CUDA-graph replay ------

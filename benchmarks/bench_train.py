@@ -11,8 +11,12 @@ each, exact masks). The samplers draw the same anchors and proposals for every i
 before each iteration). ``extra_info`` records images/s and the losses.
 
 Our model runs as the builder makes it: in training its frozen batch norms are folded into the
-convolutions, which then take channels_last activations (``backbone.channels_last`` None, the
-default; NCHW gives torchvision's rounding only when nothing is folded).
+convolutions, whose memory format the backbone chooses by timing both on this machine
+(``backbone.channels_last`` None, the default; measured in the untimed warm-up round). Groups:
+``train[bs2]`` as built (the automatic choice, recorded in ``extra_info['layout']``), and
+``train_nchw[bs2]`` / ``train_channels_last[bs2]`` with our layout fixed, each beside
+torchvision's iteration again, so that every ratio is measured under the same load and the table
+shows which format this machine prefers.
 
 CUDA only: the same iteration under fp32 and autocast fp16 (``train_cuda[...]``).
 """
@@ -75,20 +79,44 @@ def _iteration(model, images, targets, device, amp=False):
     return fn
 
 
-# impl varies fastest: the three impls run back to back, under the same machine load
+def record_layout(benchmark, model):
+    """extra_info['layout']: the format our backbone ran in (its setting or automatic choice)
+    and, when it timed both, the times on its crop of the input (report.py prints them)."""
+    backbone = getattr(model, "backbone", None)
+    if not hasattr(backbone, "channels_last_setting"):
+        return
+    chosen = backbone.channels_last
+    benchmark.extra_info["layout"] = {
+        "setting": backbone.channels_last_setting,
+        "chosen": None if chosen is None else ("channels_last" if chosen else "nchw"),
+        "timed_s": [list(t) for t in backbone.layout_timings.values()],
+    }
+
+
+# group name suffix -> backbone.channels_last; "" is the model as built
+LAYOUTS = {"": None, "_nchw": False, "_channels_last": True}
+
+
+# impl varies fastest: the impls of a group run back to back, under the same machine load
 @pytest.mark.parametrize("impl", IMPLS)
-def bench_train(benchmark, device, state, batch, impl):
+@pytest.mark.parametrize("layout", list(LAYOUTS), ids=["auto", "nchw", "channels_last"])
+def bench_train(benchmark, device, state, batch, impl, layout):
     if str(device).startswith("cuda"):
         pytest.skip("the CUDA iteration is bench_train_cuda")
+    if layout and impl == "torch":
+        pytest.skip("layouts are compared on the fused model")
     images, targets = batch
     model = _model(impl, state, device)
-    benchmark.group = f"train[bs{BS}]"
+    if impl != "torchvision":
+        model.backbone.channels_last = LAYOUTS[layout]
+    benchmark.group = f"train{layout}[bs{BS}]"
     benchmark.extra_info["impl"] = impl
     benchmark.extra_info["device"] = str(device)
     losses = benchmark.pedantic(_iteration(model, images, targets, device), rounds=ROUNDS, iterations=1,
                                 warmup_rounds=1)
     benchmark.extra_info["losses"] = losses
     benchmark.extra_info["images_per_s"] = BS / benchmark.stats.stats.median
+    record_layout(benchmark, model)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

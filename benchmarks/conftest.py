@@ -6,7 +6,14 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import cpu_features  # noqa: E402
 from common import bench_device  # noqa: E402
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """The CPU's instruction sets and the ISA limits in force, into the JSON's machine_info:
+    report.py prints them beside the table (they decide which oneDNN kernels ran)."""
+    machine_info["cpu_features"] = cpu_features.features()
 
 
 @pytest.fixture(scope="session")

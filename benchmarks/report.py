@@ -9,13 +9,21 @@ MF_BENCH_STREAM writes as benchmarks finish (benchmarks/conftest.py); several ar
 order given, and a missing one is skipped with a note (a step that timed out before writing it).
 
 Ratios are speed-ups of ``fused`` measured in the same run: ``torch/fused`` is how many times
-faster our kernels are than our pure-PyTorch path, ``tv/fused`` than torchvision.
+faster our kernels are than our pure-PyTorch path, ``tv/fused`` than torchvision. The heading
+names the CPU and the instruction sets its kernels could use (cpu_features.py); below the
+table, the memory format our backbone ran in where it chose it by timing (``*_nchw`` /
+``*_channels_last`` groups fix it).
 """
 import argparse
 import json
 import os
 import platform
+import sys
 from collections import OrderedDict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cpu_features  # noqa: E402
 
 __all__ = ["load", "table", "main"]
 
@@ -35,9 +43,10 @@ def _records(path):
     return {}, [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def load(*paths):
+def load(*paths, layouts=None):
     """Returns (machine_info, {group: {impl: median_seconds}}, devices) in the order benchmarks
-    ran, over every file in ``paths``."""
+    ran, over every file in ``paths``. ``layouts`` (a dict), when given, receives {group:
+    extra_info['layout'] of its fused row} (bench_train.record_layout)."""
     info, groups, devices = {}, OrderedDict(), set()
     for path in paths:
         machine, records = _records(path)
@@ -47,6 +56,8 @@ def load(*paths):
             impl = extra.get("impl", b["name"])
             groups.setdefault(b["group"] or b["name"], {})[impl] = b["stats"]["median"]
             devices.add(extra.get("device", "cpu"))
+            if layouts is not None and impl == "fused" and extra.get("layout"):
+                layouts[b["group"] or b["name"]] = extra["layout"]
     return info, groups, devices
 
 
@@ -89,11 +100,23 @@ def _render(head, rows, md=False):
     return "\n".join([line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows])
 
 
+def layout_notes(layouts):
+    """Lines saying which memory format each automatically laid-out group ran in."""
+    lines = []
+    for group, lay in layouts.items():
+        if lay.get("setting") in (True, False) or lay.get("chosen") is None:
+            continue  # fixed by the group, or NCHW by rule (torchvision's rounding)
+        timed = "; ".join(f"NCHW {_fmt_time(a)}, channels_last {_fmt_time(b)}" for a, b in lay.get("timed_s", []))
+        lines.append(f"{group}: {lay.get('chosen') or 'nchw (not chosen: torchvision rounding)'}"
+                     + (f" (timed on a crop: {timed})" if timed else " (decided earlier in this process)"))
+    return lines
+
+
 def _machine(info, devices):
     import torch
 
-    cpu = info.get("cpu", {}).get("brand_raw") or platform.processor() or platform.machine()
-    desc = f"{cpu}, {os.cpu_count()} cores"
+    # recorded by benchmarks/conftest.py when the run started (its ISA limits), else this machine
+    desc = cpu_features.describe(info.get("cpu_features"))
     if "cuda" in devices and torch.cuda.is_available():
         desc = f"{torch.cuda.get_device_name()} (host: {desc})"
     return f"{desc}; torch {torch.__version__}; python {platform.python_version()}"
@@ -131,7 +154,8 @@ def main(argv=None):
     for f in a.json:
         if f not in found:
             print(f"{f}: not written (its step failed or timed out); the table leaves it out")
-    info, groups, devices = load(*found)
+    layouts = {}
+    info, groups, devices = load(*found, layouts=layouts)
     if not groups:
         raise SystemExit(f"{', '.join(a.json)}: no benchmarks recorded")
     head, rows = table(groups)
@@ -141,8 +165,13 @@ def main(argv=None):
     print(f"\nmaskrcnn_fast benchmarks on {', '.join(sorted(devices))}: {machine}")
     print("median times; torch/fused and tv/fused are speed-ups of fused in this run\n")
     print(_render(head, rows))
+    notes = layout_notes(layouts)
+    if notes:
+        print("\nbackbone memory format chosen by timing both:\n  " + "\n  ".join(notes))
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(f"Machine: {machine}\n\n" + _render(head, rows, md=True) + "\n")
+        if notes:
+            f.write("\nBackbone memory format chosen by timing both:\n\n" + "".join(f"- {n}\n" for n in notes))
     _plot(groups, os.path.join(out, "bench.png"))
     print(f"\nwrote {os.path.join(out, 'results.md')}, {os.path.join(out, 'bench.png')} from {', '.join(found)}")
 

@@ -1,5 +1,5 @@
 """Inference-only rewrites of a model: batch norms folded into their convolutions, and the
-memory format the convolutions run fastest in on the model's device.
+memory format the convolutions run fastest in, measured on the machine (models/layout.py).
 
 :func:`optimize_for_inference` works on a deep copy; the model passed in is never modified.
 """
@@ -76,18 +76,22 @@ def fold_batch_norms(model: nn.Module) -> int:
 
 
 def _channels_last_pays(device: torch.device) -> bool:
-    # Measured on the 2-core CPU (ResNet-50 FPN at 800x1088, batch 1): body + FPN take ~0.7 s
-    # on channels_last activations against ~2.0 s on NCHW ones (oneDNN's NHWC kernels, the
-    # 1x1 convolutions most); on CUDA channels_last feeds the tensor cores.
+    # For a model without our backbone, which cannot time itself: on the 2-core Xeon (AVX-512)
+    # ResNet-50 FPN inference at 800x1088 takes ~0.7 s on channels_last activations against
+    # ~2.0 s on NCHW ones (oneDNN's NHWC kernels, the 1x1 convolutions most); on CUDA
+    # channels_last feeds the tensor cores.
     return device.type in ("cpu", "cuda")
 
 
 def optimize_for_inference(model: nn.Module, channels_last: Optional[bool] = None) -> nn.Module:
     """A copy of ``model`` for inference: eval mode, no gradients, every frozen / eval-mode
     batch norm folded into the convolution before it (same results up to float rounding), and
-    channels_last convolutions where that is faster (``channels_last``: None picks per device,
-    on for the CPU and CUDA; True / False forces it): the weights and, for our backbone, the
-    input are made channels_last, and the activations stay so through every convolution. ``model`` and its state_dict are left as they are.
+    the convolutions' memory format chosen for speed. ``channels_last``: None (default) lets
+    our backbone time both formats on its first input of each size on this machine and keep the
+    faster (``BackboneWithFPN.channels_last = "auto"``; ``MASKRCNN_FAST_CHANNELS_LAST=0/1``
+    skips the timing); a model without our backbone gets channels_last on the CPU and CUDA.
+    True / False fixes it: True also stores the weights channels_last. ``model`` and its
+    state_dict are left as they are.
 
     The copy's state_dict lacks the folded batch norms' keys: save the original's.
     """
@@ -98,12 +102,19 @@ def optimize_for_inference(model: nn.Module, channels_last: Optional[bool] = Non
     fold_batch_norms(opt)
     p = next(opt.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
+    backbones = [m for m in opt.modules() if isinstance(m, BackboneWithFPN)]
+    if channels_last is None and backbones:
+        # The weights stay as they are: a channels_last input makes the convolution
+        # channels_last whatever the weight's format, while a channels_last weight would also
+        # force it on an NCHW input, overriding the choice
+        for m in backbones:
+            m.channels_last = "auto"
+        return opt
     if channels_last is None:
         channels_last = _channels_last_pays(device)
-    if channels_last:
-        for m in opt.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
-            if isinstance(m, BackboneWithFPN):
-                m.channels_last = True
+    for m in opt.modules():
+        if channels_last and isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        if isinstance(m, BackboneWithFPN):
+            m.channels_last = bool(channels_last)
     return opt

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from . import layout as _layout
+
 __all__ = ["ResNetBody", "FeaturePyramid", "BackboneWithFPN", "resnet_fpn_backbone", "freeze_resnet_layers"]
 
 _RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
@@ -231,8 +233,16 @@ class FeaturePyramid(nn.Module):
 
 class BackboneWithFPN(nn.Module):
     """body (ResNetBody) then fpn (FeaturePyramid); ``out_channels`` is the FPN's width.
-    ``channels_last`` (attribute): True runs the convolutions on channels_last input, False on
-    NCHW, None (default) NCHW except when training with folded frozen batch norms.
+
+    ``channels_last``: the memory format of the convolutions' activations (the format carries
+    through every conv after the first, the heads' too). Set it to True (channels_last) or False
+    (NCHW) to fix it; None (default) chooses where the results already differ from torchvision's
+    by rounding, i.e. when training with frozen batch norms folded into the convolutions, and is
+    NCHW (torchvision's bits) otherwise; "auto" chooses in every mode (optimize_for_inference
+    sets it). Choosing means timing the backbone in both formats on this machine, once per
+    device, size and mode (see :mod:`maskrcnn_fast.models.layout`; ``MASKRCNN_FAST_CHANNELS_LAST``
+    = 0 / 1 skips the timing). Read back, it reports the fixed setting, else the last choice
+    (None before the first).
 
     forward(Tensor[N, 3, H, W]) -> OrderedDict '0', '1', '2', '3', 'pool' (strides 4 ... 64).
     """
@@ -242,23 +252,101 @@ class BackboneWithFPN(nn.Module):
         self.body = body
         self.fpn = fpn
         self.out_channels = out_channels
-        # None (auto): NCHW, which gives features bit-identical to torchvision's, except when
-        # the body folds frozen batch norms into its convolutions (training a trunk initialised
-        # from trained weights): that already rounds differently, so the convolutions take
-        # channels_last activations, which oneDNN runs faster (2-3x in inference at 800x1088;
-        # a training iteration ~15% faster). True: always (optimize_for_inference sets it);
-        # False: never.
         self.channels_last = None
 
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        cl = getattr(self, "channels_last", False)  # older pickles lack it
-        if cl is None:
-            cl = _folded_ok(self.body, x)
-        if cl and x.dim() == 4:
+    # ---- the layout setting -------------------------------------------------------------------
+    @property
+    def channels_last(self):
+        setting = self._channels_last_setting
+        return setting if isinstance(setting, bool) else self._layout_last
+
+    @channels_last.setter
+    def channels_last(self, value) -> None:
+        if not (value is None or isinstance(value, bool) or (isinstance(value, str) and value == "auto")):
+            raise ValueError(f"channels_last must be True, False, None or 'auto', got {value!r}")
+        self._channels_last_setting = value
+        # a new setting is decided afresh (this instance's choices; the process-wide ones stay)
+        self._layout_choices: Dict[tuple, bool] = {}
+        self._layout_by_mode: Dict[str, bool] = {}
+        self._layout_last: Optional[bool] = None
+        self.layout_timings: Dict[tuple, tuple] = {}
+
+    @property
+    def channels_last_setting(self):
+        """What was set: True, False, None or "auto" (``channels_last`` reports the choice)."""
+        return self._channels_last_setting
+
+    def __setstate__(self, state):
+        # pickles from before the choice was measured hold a plain ``channels_last`` attribute
+        # (None: the automatic rule, True / False: fixed); older ones none (always NCHW)
+        setting = state.pop("channels_last", False) if "_channels_last_setting" not in state else None
+        super().__setstate__(state)
+        if "_channels_last_setting" not in state:
+            self.channels_last = setting
+
+    def _layout(self, x: Tensor) -> bool:
+        """True: run this input's convolutions on channels_last activations."""
+        setting = self._channels_last_setting
+        if isinstance(setting, bool):
+            return setting
+        if x.dim() != 4:
+            return False
+        folded = _folded_ok(self.body, x)
+        if setting is None and not folded:
+            return False  # torchvision's op order and rounding
+        mode = "train" if torch.is_grad_enabled() else "infer"
+        by_mode = self._layout_by_mode
+        if not _layout.measuring_allowed(x):
+            # traced or compiled: what this mode chose eagerly, else NCHW; nothing is written
+            return by_mode.get(mode, False)
+        key = _layout.layout_key(x, mode + ("-folded" if folded else "") + ("-autocast" if _autocast_on(x) else ""))
+        choices = self._layout_choices
+        choice = choices.get(key)
+        if choice is None:
+            choice = _layout.env_choice()
+        if choice is None:
+            sig = _layout.signature(self)
+            choice = _layout.cached(sig, key)
+            if choice is None:
+                t_nchw, t_cl = self.time_layouts(x)
+                choice = _layout.prefer_channels_last(t_nchw, t_cl)
+                self.layout_timings[key] = (t_nchw, t_cl)
+                _layout.remember(sig, key, choice)
+        choices[key] = choice
+        by_mode[mode] = choice
+        self._layout_last = choice
+        return choice
+
+    def time_layouts(self, x: Tensor):
+        """-> (NCHW s, channels_last s): this backbone's forward, and when gradients are on its
+        backward to the trainable parameters, on a crop of ``x`` (layout.proxy_input). Leaves no
+        trace: gradients are returned by autograd.grad (nothing accumulates in ``.grad``, no
+        DDP hook fires) and dropped; batch-norm running statistics are restored."""
+        probe = _layout.proxy_input(x.detach())
+        params = [p for p in self.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
+        stats = [(b, b.detach().clone()) for m in self.modules() if m.training for b in m.buffers(recurse=False)]
+
+        def run(cl: bool) -> None:
+            out = [o for o in self._forward(probe, cl).values() if o.requires_grad]
+            if params and out:
+                torch.autograd.grad(out, params, [torch.ones_like(o) for o in out], allow_unused=True)
+
+        try:
+            return _layout.time_layouts(run, x.device)
+        finally:
+            with torch.no_grad():
+                for b, saved in stats:
+                    b.copy_(saved)
+
+    def _forward(self, x: Tensor, cl: bool) -> Dict[str, Tensor]:
+        if cl:
             # the format then carries through every conv after this one (the heads' too), and
             # our ROI align reads channels_last features directly
             x = x.contiguous(memory_format=torch.channels_last)
         return self.fpn(self.body(x))
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        return self._forward(x, self._layout(x))
 
 
 def freeze_resnet_layers(resnet: nn.Module, trainable_layers: int) -> None:
