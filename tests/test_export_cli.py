@@ -86,3 +86,9 @@ def test_export_onnx(capsys, tmp_path, ckpt, seed):
     assert "2 images of 64x80" in capsys.readouterr().out
     x = torch.rand(2, 3, 64, 80)
     assert_same_detections(OnnxMaskRCNN(str(out)).detections(x), _eager(ckpt, x), score_atol=1e-3)
+
+
+def test_help(capsys):
+    assert cli.main(["export", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: maskrcnn-fast export" in out and "--format" in out and "--size" in out

@@ -84,7 +84,9 @@ def compile_package(program, package_path: str, *, freezing: bool = True, config
     os.makedirs(folder, exist_ok=True)
     from torch._inductor import aoti_compile_and_package
 
-    return aoti_compile_and_package(program, package_path=str(package_path), inductor_configs=cfg)
+    # inductor freezes (constant weights, oneDNN prepacking) only with gradients off
+    with torch.no_grad():
+        return aoti_compile_and_package(program, package_path=str(package_path), inductor_configs=cfg)
 
 
 def _program_device(program) -> str:
