@@ -44,6 +44,11 @@ def _cache_dir():
 def setup(device):
     if str(device) != "cpu":
         pytest.skip("the deployment benchmark is the CPU's")
+    return make_setup()
+
+
+def make_setup():
+    """The models (same random weights), the image and the cache folder."""
     torch.manual_seed(0)
     tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     ours = maskrcnn_resnet50_fpn()
