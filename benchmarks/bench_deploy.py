@@ -8,16 +8,31 @@ benchmarks/out/deploy), named after the torch release and a hash of the package'
 compiling the package takes about 6 minutes on 2 cores, exporting ONNX about a minute.
 ONNX Runtime's column is left out when onnxruntime is not installed; CUDA runs skip the group
 (the package is compiled for the CPU).
+
+On a shared machine whose load changes within a run, pytest-benchmark's one-after-the-other
+timing lets a load swing land on one implementation; run this file as a script instead:
+
+    python benchmarks/bench_deploy.py [--rounds 5] [--threads N]
+
+to time them in interleaved rounds (each round runs every implementation once, in a rotating
+order, plus our eager model after optimize_for_inference) and print the median and the minimum
+of each with their speed-ups over torchvision's model.
 """
+import argparse
 import hashlib
 import os
+import statistics
+import sys
+import time
 
 import pytest
 import torch
 import torchvision
 
-from common import _sync
-from maskrcnn_fast.models import maskrcnn_resnet50_fpn
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import _sync  # noqa: E402
+from maskrcnn_fast.models import maskrcnn_resnet50_fpn  # noqa: E402
 
 H, W = 800, 1088
 ROUNDS = 3
@@ -100,3 +115,40 @@ def bench_model_deploy(benchmark, device, setup, impl):
     benchmark.extra_info["device"] = str(device)
     benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     benchmark.extra_info["images_per_s"] = 1 / benchmark.stats.stats.median
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="the deployment benchmark in interleaved rounds")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    import maskrcnn_fast
+
+    s = make_setup()
+    s["fused_optimized"] = maskrcnn_fast.optimize_for_inference(s["fused"])
+    runners = {impl: _runner(impl, s) for impl in IMPLS}
+    x = s["image"]
+    runners["fused_optimized"] = lambda: s["fused_optimized"](list(x))
+    names = list(runners)
+    times = {n: [] for n in names}
+    with torch.no_grad():
+        for n in names:  # warm-up
+            runners[n]()
+        for r in range(a.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for n in order:
+                t = time.perf_counter()
+                runners[n]()
+                times[n].append(time.perf_counter() - t)
+            print(f"round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
+    tv_med, tv_min = statistics.median(times["torchvision"]), min(times["torchvision"])
+    print(f"\n{'impl':16s} {'median':>9s} {'min':>9s} {'tv/impl (median)':>17s} {'tv/impl (min)':>14s}")
+    for n in names:
+        med, mn = statistics.median(times[n]), min(times[n])
+        print(f"{n:16s} {med:8.3f}s {mn:8.3f}s {tv_med / med:16.2f}x {tv_min / mn:13.2f}x")
+
+
+if __name__ == "__main__":
+    main()
