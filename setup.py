@@ -303,6 +303,9 @@ setup(
         "pillow",
         "pycocotools",
     ],
+    # ONNX export (maskrcnn_fast.deploy.onnx, `maskrcnn-fast export --format onnx`) and its
+    # ONNX Runtime session: optional, `pip install maskrcnn_fast[export]`
+    extras_require={"export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"]},
     entry_points={"console_scripts": ["maskrcnn-fast = maskrcnn_fast.cli:main"]},
     zip_safe=False,
     # A wheel's objects (usually for other architectures) apart from the in-place build's, so

@@ -28,6 +28,8 @@ import cpu_features  # noqa: E402
 __all__ = ["load", "table", "main"]
 
 IMPLS = ["fused", "torch", "torchvision"]
+# the deployment benchmark's (bench_deploy.py): columns only when a group has them
+DEPLOY = [("pt2", "tv/pt2"), ("onnxruntime", "tv/ort")]
 
 
 def _records(path):
@@ -80,13 +82,16 @@ def _ratio(other, fused):
 def table(groups):
     """Rows of the result table: group, the three medians, and the two speed-ups."""
     head = ["benchmark", "fused", "torch", "torchvision", "torch/fused", "tv/fused"]
+    extra = [(impl, name) for impl, name in DEPLOY if any(impl in m for m in groups.values())]
+    head += [c for impl, name in extra for c in (impl, name)]
     rows = []
     for g, m in groups.items():
         f = m.get("fused")
-        rows.append(
-            [g, _fmt_time(f), _fmt_time(m.get("torch")), _fmt_time(m.get("torchvision")),
-             _ratio(m.get("torch"), f), _ratio(m.get("torchvision"), f)]
-        )
+        row = [g, _fmt_time(f), _fmt_time(m.get("torch")), _fmt_time(m.get("torchvision")),
+               _ratio(m.get("torch"), f), _ratio(m.get("torchvision"), f)]
+        for impl, _ in extra:
+            row += [_fmt_time(m.get(impl)) if impl in m else "-", _ratio(m.get("torchvision"), m.get(impl))]
+        rows.append(row)
     return head, rows
 
 

@@ -61,5 +61,7 @@ def build_info():
 from . import emulated  # noqa: E402
 from .cuda_graph import capture as capture_cuda_graph  # noqa: E402
 from .inference import optimize_for_inference  # noqa: E402
+from . import deploy  # noqa: E402  torch.export, AOTInductor packages, ONNX
+from .deploy import export  # noqa: E402
 
-__all__ += ["models", "optimize_for_inference", "capture_cuda_graph", "emulated"]
+__all__ += ["models", "optimize_for_inference", "capture_cuda_graph", "emulated", "deploy", "export"]

@@ -1,4 +1,4 @@
-"""``maskrcnn-fast`` / ``python -m maskrcnn_fast``: train, eval, predict, bench.
+"""``maskrcnn-fast`` / ``python -m maskrcnn_fast``: train, eval, predict, export, bench.
 
     maskrcnn-fast train --dataset synthetic --depth 18 --iterations 300 --output-dir runs/demo
     maskrcnn-fast train ... --optimizer adamw --lr-schedule cosine --fpn-channels 64 --threads 1  # make demo
@@ -7,6 +7,7 @@
     maskrcnn-fast eval --checkpoint runs/demo/checkpoint.pt --dataset synthetic
     maskrcnn-fast predict photos/ --weights COCO_V1 --output-dir out
     maskrcnn-fast bench [pytest args]
+    maskrcnn-fast export --checkpoint runs/demo --format pt2 --size 128x128 --output demo.pt2
 
 Checkpoints hold how to rebuild the model (depth, number of classes, class names, keyword
 arguments), so eval and predict need no model flags; ``--weights`` also takes torchvision's
@@ -26,6 +27,7 @@ from typing import List, Optional
 from ._pycocotools import MissingPycocotools
 from .checkpoints import UsageError, build_model, infer_depth, model_from_checkpoint
 from .commands import PROG, _one_line, cmd_eval, cmd_predict, cmd_train
+from .deploy.command import add_export_parser
 
 __all__ = ["main", "build_model", "infer_depth", "model_from_checkpoint", "UsageError"]
 
@@ -114,7 +116,7 @@ _AP_HELP = "exit status 1 when the mask AP50 is below X, in [0, 1] as the table 
 
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Mask R-CNN with fused C++/CUDA kernels.")
-    sub = p.add_subparsers(dest="command", metavar="{train,eval,predict,bench}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,predict,export,bench}", parser_class=_Parser)
     sub.required = True
 
     t = sub.add_parser("train", help="train a Mask R-CNN (torchrun for several processes)")
@@ -175,6 +177,8 @@ def make_parser() -> argparse.ArgumentParser:
                     help="keep detections scoring at least this (default 0.5); applied before masks are pasted")
     _add_model_args(pr, train=False)
     pr.set_defaults(func=cmd_predict)
+
+    add_export_parser(sub, _add_model_args)
 
     b = sub.add_parser("bench", help="the benchmarks and their report, as `make bench`")
     b.add_argument("--out", help="report folder (default benchmarks/out)")
