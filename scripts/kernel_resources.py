@@ -109,7 +109,8 @@ _SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def ptxas_spills(log_text: str) -> Dict[str, int]:
-    """Mangled kernel name -> spill store + load bytes, from ptxas -v output."""
+    """Mangled kernel name -> spill store + load bytes, from ptxas -v output (logs of several
+    incremental builds, oldest first: a recompiled kernel's latest report wins)."""
     spills, pending = {}, None
     for line in log_text.splitlines():
         m = _PROPS.search(line)
@@ -118,7 +119,7 @@ def ptxas_spills(log_text: str) -> Dict[str, int]:
             continue
         m = _SPILLS.search(line)
         if m and pending is not None:
-            spills[pending] = max(spills.get(pending, 0), int(m.group(1)) + int(m.group(2)))
+            spills[pending] = int(m.group(1)) + int(m.group(2))  # the latest build's
             pending = None
     return spills
 
@@ -140,7 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("library", nargs="?", default=None)
     ap.add_argument("--arch", default=None, help="e.g. sm_90 (default: every one in the build)")
     ap.add_argument("--markdown", action="store_true", help="a table for benchmarks/RESULTS.md")
-    ap.add_argument("--ptxas-log", default=None, help="build log with ptxas -v output (spills)")
+    ap.add_argument("--ptxas-log", action="append", default=[],
+                    help="build log with ptxas -v output (spills); repeat, oldest first")
     args = ap.parse_args(argv)
     lib = args.library or default_library()
     if lib is None:
@@ -148,8 +150,11 @@ def main(argv=None) -> int:
         return 2
     rows = resources(lib, args.arch)
     if args.ptxas_log:
-        with open(args.ptxas_log) as f:
-            spills = ptxas_spills(f.read())
+        text = ""
+        for path in args.ptxas_log:
+            with open(path) as f:
+                text += f.read() + "\n"
+        spills = ptxas_spills(text)
         for r in rows:
             r["spills"] = spills.get(r["mangled"])
     if not rows:

@@ -61,7 +61,7 @@ MF_DEVICE acc_t pool_bin(const RoiPlan<acc_t>& r, const FeatureLevels<const scal
 }
 
 template <typename scalar_t, typename acc_t, bool kChannelsLast>
-__global__ void __launch_bounds__(kThreads) multilevel_roi_align_forward_kernel(
+__global__ void multilevel_roi_align_forward_kernel(
     int64_t num_rois, const acc_t* __restrict__ rois, FeatureLevels<const scalar_t*, acc_t> f,
     PoolParams<acc_t> p, int64_t block_channels, scalar_t* __restrict__ out) {
   __shared__ acc_t tile[kTileChannels][kTileBins + 1];

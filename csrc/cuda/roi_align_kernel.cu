@@ -107,7 +107,7 @@ __device__ __forceinline__ void split_elem(int64_t e, int nc, int bins, int& c, 
 }
 
 template <typename scalar_t, typename acc_t, bool kNHWC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     roi_align_forward_kernel(const scalar_t* __restrict__ input,
                              const scalar_t* __restrict__ rois, scalar_t* __restrict__ output,
                              int64_t num_rois, int64_t batch_size, int64_t channels, int height,
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename scalar_t, typename acc_t, bool kNHWC>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     roi_align_backward_kernel(const scalar_t* __restrict__ grad,
                               const scalar_t* __restrict__ rois, acc_t* __restrict__ grad_input,
                               int64_t num_rois, int64_t batch_size, int64_t channels, int height,
