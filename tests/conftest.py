@@ -61,3 +61,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is None and runs_on_cuda(item):
             item.add_marker(pytest.mark.cuda)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    small convolutions gain nothing from threads, and on a busy machine idle threads spin."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -14,12 +14,7 @@ from maskrcnn_fast.predict import predict_image
 from maskrcnn_fast.visualize import Canvas, class_colors, detections_to_records, select_detections
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

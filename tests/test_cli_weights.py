@@ -28,12 +28,7 @@ _SMALL = ["--dataset", "synthetic", "--num-images", "2", "--image-size", "64", "
           "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-progress", "--lr", "0.001"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -15,13 +15,7 @@ from maskrcnn_fast.engine import NonFiniteLossError, Trainer, WarmupCosine, Warm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small convolutions gain nothing from threads, and a busy machine makes idle threads spin
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(tmp_path=None, **kw):
