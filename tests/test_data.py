@@ -106,6 +106,7 @@ def test_coco_size_mismatch(tmp_path):
         CocoDetection(root, ann)[2]
 
 
+@needs_pycocotools
 def test_photo_folder_as_torchvision_trains(tmp_path):
     root, ann = make_photo_coco_folder(tmp_path)
     ds = CocoDetection(root, ann, remove_images_without_annotations=True, skip_crowd=True)
@@ -124,6 +125,7 @@ def test_photo_folder_as_torchvision_trains(tmp_path):
     assert CocoDetection(root, ann).drops == {"images": 0, "crowd": 0, "clipped": 1, "empty": 2, "orphans": 0}
 
 
+@needs_pycocotools
 def test_16_bit_png_scaled_to_unit_range(tmp_path):
     root, ann = make_photo_coco_folder(tmp_path)
     want = torch.arange(40 * 20, dtype=torch.float32).reshape(40, 20) * 80 / 65535
@@ -134,6 +136,7 @@ def test_16_bit_png_scaled_to_unit_range(tmp_path):
     assert read_rgb(str(root / "tall16.png")).dtype == np.uint16
 
 
+@needs_pycocotools
 def test_exif_orientation(tmp_path):
     root, ann = make_photo_coco_folder(tmp_path)
     shown = load_image(str(root / "phone.jpg"))
@@ -152,6 +155,7 @@ def test_exif_orientation(tmp_path):
     assert image.shape == (3, 30, 40)
 
 
+@needs_pycocotools
 def test_coco_checks_at_construction(tmp_path):
     root, ann = make_photo_coco_folder(tmp_path)
     js = json.loads(ann.read_text())
@@ -169,6 +173,7 @@ def test_coco_checks_at_construction(tmp_path):
         CocoDetection(root, ann)
 
 
+@needs_pycocotools
 def test_category_ids_as_labels(coco):
     root, ann, _ = coco
     ds = CocoDetection(root, ann)

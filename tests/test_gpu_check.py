@@ -57,15 +57,15 @@ def test_without_pycocotools_the_package_imports_and_tests_collect_and_cuda_is_s
                  "tests/test_nms.py::test_device_mismatch",
                  "tests/test_model.py::test_eval_matches_torchvision_cuda[1]",
                  "tests/test_compile.py::test_cuda_graph_replay_equals_eager",
-                 "tests/fuzz/test_fuzz_nms.py::test_fuzz_nms",
-                 "tests/fuzz/test_fuzz_training_ops.py::test_fuzz_mask_targets_errors"):
+                 "tests/fuzz/test_fuzz_nms.py::test_fuzz_nms[native]",
+                 "tests/fuzz/test_fuzz_training_ops.py::test_fuzz_mask_targets_errors[native]"):
         assert want in ids, want
     assert any(i.startswith("tests/test_cuda_matches_cpu.py::") for i in ids)
     # and nothing that runs only on the CPU
     for i in ids:
         assert not re.search(r"[\[-]cpu[\]-]", i), i
         assert not re.search(r"[\[-]emu[\]-]", i), i
-    for not_cuda in ("tests/test_nms.py::test_opcheck[cpu]", "tests/fuzz/test_fuzz_nms.py::test_fuzz_nms_errors",
+    for not_cuda in ("tests/test_nms.py::test_opcheck[cpu]", "tests/fuzz/test_fuzz_nms.py::test_fuzz_nms_errors[native]",
                      "tests/test_model.py::test_bad_ops_name", "tests/test_cli.py::test_bad_arguments"):
         assert not_cuda not in ids, not_cuda
 
