@@ -81,7 +81,7 @@ def _iteration(model, images, targets, device, amp=False):
 
 def record_layout(benchmark, model):
     """extra_info['layout']: the format our backbone ran in (its setting or automatic choice)
-    and, when it timed both, the times on its crop of the input (report.py prints them)."""
+    and, when it timed both, the times on the first image of the input (report.py prints them)."""
     backbone = getattr(model, "backbone", None)
     if not hasattr(backbone, "channels_last_setting"):
         return

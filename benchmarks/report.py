@@ -113,7 +113,7 @@ def layout_notes(layouts):
             continue  # fixed by the group, or NCHW by rule (torchvision's rounding)
         timed = "; ".join(f"NCHW {_fmt_time(a)}, channels_last {_fmt_time(b)}" for a, b in lay.get("timed_s", []))
         lines.append(f"{group}: {lay.get('chosen') or 'nchw (not chosen: torchvision rounding)'}"
-                     + (f" (timed on a crop: {timed})" if timed else " (decided earlier in this process)"))
+                     + (f" (timed on the first image: {timed})" if timed else " (decided earlier in this process)"))
     return lines
 
 

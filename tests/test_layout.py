@@ -285,7 +285,7 @@ def test_report_names_the_isa_and_the_choice(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "Some CPU, 2 cores; ISA: AVX2; ATen kernels: AVX2; ONEDNN_MAX_CPU_ISA=AVX2" in md
     assert "1.25x" in md and "0.83x" in md
-    assert "- train[bs2]: nchw (timed on a crop: NCHW 1.000 s, channels_last 1.500 s)" in md
+    assert "- train[bs2]: nchw (timed on the first image: NCHW 1.000 s, channels_last 1.500 s)" in md
     assert "train_channels_last[bs2]:" not in md  # fixed by its group, not chosen
 
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .program import to_detections
+from .program import check_image_size, to_detections
 
 __all__ = ["compile_package", "load_package", "Pt2MaskRCNN", "inductor_configs", "library_path", "describe"]
 
@@ -129,12 +129,7 @@ class Pt2MaskRCNN:
             raise TypeError(f"images must be a float Tensor[N, 3, H, W], got {type(images).__name__}")
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be Tensor[N, 3, H, W], got shape {tuple(images.shape)}")
-        if tuple(images.shape[-2:]) != self.image_size:
-            h, w = self.image_size
-            raise ValueError(
-                f"images are {images.shape[-2]}x{images.shape[-1]} but {self.path} was exported for {h}x{w}: "
-                f"resize them to {h}x{w} or export again with --size {images.shape[-2]}x{images.shape[-1]}"
-            )
+        check_image_size(images.shape, self.image_size, self.path)
         lo, hi = self.batch
         if not lo <= images.shape[0] <= hi:
             raise ValueError(f"images hold {images.shape[0]} images; {self.path} takes {lo} to {hi}")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .program import MASK_MODES, OUTPUT_NAMES, DeployModel, _example, check_model, to_detections
+from .program import MASK_MODES, OUTPUT_NAMES, _example, check_image_size, check_model, prepare_export, to_detections
 
 __all__ = ["export_onnx", "OnnxMaskRCNN", "require"]
 
@@ -57,13 +57,7 @@ def export_onnx(
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with torch.no_grad():
-        model(list(images))  # sets the poolers' scales
-        deploy = DeployModel(model, images.shape[-2:], masks=masks).eval()
-        dynamic_shapes = None
-        if dynamic_batch:
-            dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=64)}}
-            if images.shape[0] == 1:
-                images = images.expand(2, -1, -1, -1).contiguous()
+        deploy, images, dynamic_shapes = prepare_export(model, images, masks, dynamic_batch)
         program = torch.onnx.export(
             deploy, (images,), dynamo=True, opset_version=OPSET, input_names=["images"],
             output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes,
@@ -104,12 +98,7 @@ class OnnxMaskRCNN:
         x = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got shape {tuple(x.shape)}")
-        if tuple(x.shape[-2:]) != self.image_size:
-            h, w = self.image_size
-            raise ValueError(
-                f"images are {x.shape[-2]}x{x.shape[-1]} but {self.path} was exported for {h}x{w}: "
-                f"resize them to {h}x{w} or export again with --size {x.shape[-2]}x{x.shape[-1]}"
-            )
+        check_image_size(x.shape, self.image_size, self.path)
         if x.dtype != np.float32:
             raise TypeError(f"images must be float32, got {x.dtype}")
         outs = self.session.run(list(OUTPUT_NAMES), {"images": np.ascontiguousarray(x)})

@@ -214,15 +214,33 @@ def export(
     device = check_model(model)
     images = _example(example_images, image_size, None, device)
     with torch.no_grad():
-        model(list(images))  # the poolers' scales are set on the first forward, as torchvision does
-        deploy = DeployModel(model, images.shape[-2:], masks=masks).eval()
-        dynamic_shapes = None
-        if dynamic_batch:
-            dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=64)}}
-            if images.shape[0] == 1:
-                # export specialises a size-1 example; a size-2 example keeps the batch symbolic
-                images = images.expand(2, -1, -1, -1).contiguous()
+        deploy, images, dynamic_shapes = prepare_export(model, images, masks, dynamic_batch)
         return torch.export.export(deploy, (images,), dynamic_shapes=dynamic_shapes, strict=strict)
+
+
+def prepare_export(model: nn.Module, images: Tensor, masks: str, dynamic_batch: bool):
+    """-> (DeployModel, example images, dynamic_shapes) for torch.export and the ONNX exporter,
+    under no_grad. ``images``: Tensor[N, 3, H, W] on the model's device."""
+    model(list(images))  # the poolers' scales are set on the first forward, as torchvision does
+    deploy = DeployModel(model, images.shape[-2:], masks=masks).eval()
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = {"images": {0: torch.export.Dim("batch", min=1, max=64)}}
+        if images.shape[0] == 1:
+            # export specialises a size-1 example; a size-2 example keeps the batch symbolic
+            images = images.expand(2, -1, -1, -1).contiguous()
+    return deploy, images, dynamic_shapes
+
+
+def check_image_size(shape, image_size: Tuple[int, int], path: str) -> None:
+    """Raises ValueError, saying what to do, when images of ``shape`` [N, 3, H, W] are not the
+    ``image_size`` the file at ``path`` was exported for."""
+    if tuple(shape[-2:]) != tuple(image_size):
+        h, w = image_size
+        raise ValueError(
+            f"images are {shape[-2]}x{shape[-1]} but {path} was exported for {h}x{w}: "
+            f"resize them to {h}x{w} or export again with --size {shape[-2]}x{shape[-1]}"
+        )
 
 
 def to_detections(outputs: Sequence[Tensor], masks: str = "pasted") -> List[Dict[str, Tensor]]:

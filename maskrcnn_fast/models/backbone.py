@@ -319,9 +319,10 @@ class BackboneWithFPN(nn.Module):
 
     def time_layouts(self, x: Tensor):
         """-> (NCHW s, channels_last s): this backbone's forward, and when gradients are on its
-        backward to the trainable parameters, on a crop of ``x`` (layout.proxy_input). Leaves no
-        trace: gradients are returned by autograd.grad (nothing accumulates in ``.grad``, no
-        DDP hook fires) and dropped; batch-norm running statistics are restored."""
+        backward to the trainable parameters, on the first image of ``x`` (layout.proxy_input:
+        cropped only above 2M pixels). Leaves no trace: gradients are returned by autograd.grad
+        (nothing accumulates in ``.grad``, no DDP hook fires) and dropped; batch-norm running
+        statistics are restored."""
         probe = _layout.proxy_input(x.detach())
         params = [p for p in self.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
         stats = [(b, b.detach().clone()) for m in self.modules() if m.training for b in m.buffers(recurse=False)]
