@@ -10,7 +10,7 @@
 # Cases: asan, every emulated case of tests/test_cuda_matches_cpu.py except the three largest
 # (grid-stride tails, the 140k-box NMS: minutes each under a sanitizer), ~2.5 min. tsan hands
 # each emulated thread to its own OS thread of the pool (a synchronised hand-off per thread and
-# block, slow under TSan): one dtype per op, the guards and the small special cases (~20 min on
+# block, slow under TSan): one dtype per op, the guards and the small special cases (~13 min on
 # 2 cores); the other dtypes run the same indexing, and the far-tile NMS and full-size
 # paste_masks cases take tens of minutes each there.
 # SANITIZE_K replaces the -k expression (CI runs a small set, see .ci/run). Any report fails the run.
