@@ -1,5 +1,5 @@
 # make test | make bench | make demo | make build: each creates .venv and builds the extension first.
-# make wheel | make sdist: distributions in dist/ (README: "Build a wheel").
+# make wheel | make sdist: distributions in dist/ (docs/build.md: "Build a wheel").
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -36,19 +36,17 @@ fuzz: build
 	MF_FUZZ_PROFILE=fuzz MF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/fuzz -q -p no:cacheprovider \
 		--fuzz-json=$(BENCH_OUT)/fuzz.json $(PYTEST_ARGS)
 
-# The emulated CUDA kernels under sanitizers (README: "Emulated CUDA"): AddressSanitizer +
+# The emulated CUDA kernels under sanitizers (docs/emulated-cuda.md): AddressSanitizer +
 # UndefinedBehaviorSanitizer, then ThreadSanitizer, each an instrumented _C_emu under
-# build/sanitize/<variant>; fails on any report. SANITIZE_K narrows the cases (a pytest -k).
+# build/sanitize/<variant>; fails on any report. SANITIZE_M replaces the cases' marker expression
+# (a pytest -m; defaults: asan "emu and not large", tsan "emu and small").
 SANITIZE_VARIANTS ?= asan tsan
 sanitize: build
 	for v in $(SANITIZE_VARIANTS); do bash scripts/sanitize_emu.sh $$v || exit 1; done
 
+# the benchmarks' pytest run and the report: the command line's bench (maskrcnn_fast/cli/bench.py)
 bench: build
-	mkdir -p $(BENCH_OUT)
-	$(PY) -m pytest benchmarks -q -o python_files='bench_*.py' -o python_functions='bench_*' \
-		--benchmark-only --benchmark-json=$(BENCH_OUT)/bench.json \
-		--benchmark-columns=median,iqr,rounds --benchmark-sort=name $(PYTEST_ARGS)
-	$(PY) benchmarks/report.py $(BENCH_OUT)/bench.json --out $(BENCH_OUT)
+	$(PY) -m maskrcnn_fast bench --out $(BENCH_OUT) $(PYTEST_ARGS)
 
 # The demo: a ResNet-18-FPN Mask R-CNN trained from scratch on synthetic shapes (no download),
 # about 5 minutes on 2 CPU cores; evaluated on 200 held-out images (fails below mask AP50 0.7),

@@ -2,29 +2,15 @@
 
 The ops live in :mod:`maskrcnn_fast.ops` (torch.ops.maskrcnn_fast underneath).
 """
-import warnings
-
 import torch
 
 __all__ = ["build_info", "ops", "__version__"]
 
-from . import _extension
+from ._ext import load_ops
 
-_cfg = _extension.build_config()
-# _C registers torch.ops.maskrcnn_fast; beside another torch release this raises ImportError.
-_extension_error = _extension.load(_cfg)
-if _extension_error is not None:
-    from . import _fallback
-
-    _fallback.register()
-    warnings.warn(
-        f"maskrcnn_fast: the compiled extension is not loaded ({_extension_error}); every op "
-        f"runs on its pure-PyTorch reference implementation (same results, much slower). "
-        f"Rebuild it with `make build` or `pip install --no-build-isolation <source>`; "
-        f"maskrcnn_fast.build_info() says what is loaded.",
-        RuntimeWarning,
-        stacklevel=2,
-    )
+# Loads _C (torch.ops.maskrcnn_fast), else the pure-PyTorch fallback with a warning; beside
+# another torch release this raises ImportError.
+_cfg, _extension_error = load_ops()
 
 from . import ops  # noqa: E402
 from . import models  # noqa: E402,F401  Mask R-CNN builders
@@ -59,8 +45,7 @@ def build_info():
     }
 
 from . import emulated  # noqa: E402
-from .cuda_graph import capture as capture_cuda_graph  # noqa: E402
-from .inference import optimize_for_inference  # noqa: E402
+from .inference import capture_cuda_graph, optimize_for_inference  # noqa: E402
 from . import deploy  # noqa: E402  torch.export, AOTInductor packages, ONNX
 from .deploy import export  # noqa: E402
 

@@ -128,7 +128,7 @@ step "build against this torch"
 # build/ is kept between calls on a machine: ninja recompiles what changed. The stamp also skips
 # the link when nothing did, in case the copied sources arrive with new timestamps.
 stamp=$({ $PY -c "import sys, torch; print(sys.version, torch.__version__, torch.version.cuda)"
-          echo "$TORCH_CUDA_ARCH_LIST"; find csrc setup.py -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
+          echo "$TORCH_CUDA_ARCH_LIST"; find csrc setup.py maskrcnn_fast/_ext/schemas.py -type f | LC_ALL=C sort | xargs cat; } | sha256sum | cut -c1-16)
 t0=$SECONDS
 if [ -f build/gpu_check.stamp ] && [ "$(cat build/gpu_check.stamp)" = "$stamp" ] \
    && ls maskrcnn_fast/_C*.so >/dev/null 2>&1 && $PY -c "import maskrcnn_fast as m; assert m.build_info()['cuda_kernels']" 2>/dev/null; then

@@ -7,15 +7,20 @@
 #   bash scripts/sanitize_emu.sh asan [pytest args]  # AddressSanitizer + UndefinedBehaviorSanitizer
 #   bash scripts/sanitize_emu.sh tsan [pytest args]  # ThreadSanitizer: races between a block's threads
 #
-# Cases: asan, every emulated case of tests/test_cuda_matches_cpu.py except the three largest
-# (grid-stride tails, the 140k-box NMS: minutes each under a sanitizer), ~2.5 min. tsan hands
-# each emulated thread to its own OS thread of the pool (a synchronised hand-off per thread and
-# block, slow under TSan): one dtype per op, the guards and the small special cases (~13 min on
-# 2 cores); the other dtypes run the same indexing, and the far-tile NMS and full-size
+# Cases, by pytest marker (pyproject.toml; tests/test_cuda_matches_cpu.py marks them), never by
+# name: asan, -m "emu and not large": every emulated case but the largest (grid-stride tails,
+# the 140k-box NMS: minutes each under a sanitizer), ~2.5 min. tsan hands each emulated thread
+# to its own OS thread of the pool (a synchronised hand-off per thread and block, slow under
+# TSan): -m "emu and small", one dtype per op, the guards and the small special cases (~13 min
+# on 2 cores); the other dtypes run the same indexing, and the far-tile NMS and full-size
 # paste_masks cases take tens of minutes each there.
-# SANITIZE_K replaces the -k expression (CI runs a small set, see .ci/run). Any report fails the run.
+# SANITIZE_M replaces the -m expression (CI runs -m "emu and sanitize_ci", see .ci/run); further
+# pytest args (a -k to narrow by hand) go after the variant. Any report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${SANITIZE_K:-}" ]; then
+  echo "SANITIZE_K is gone: the cases are chosen by marker, SANITIZE_M (e.g. \"emu and small\")"; exit 2
+fi
 variant=${1:?usage: sanitize_emu.sh asan|tsan [pytest args]}
 shift
 case "$variant" in asan|tsan) ;; *) echo "variant must be asan or tsan, got $variant"; exit 2 ;; esac
@@ -27,13 +32,10 @@ MASKRCNN_FAST_EMU_SANITIZE=$variant $PY setup.py build_ext --build-lib "$out" \
 lib=$(ls "$out"/maskrcnn_fast/_C_emu*.so)
 echo "sanitize $variant: $lib"
 # The planted defect first: a sanitizer that reports nothing there proves nothing below.
-$PY -m pytest tests/test_emulation.py -q -p no:cacheprovider -k "$variant"
+$PY -m pytest tests/test_emulation.py -q -p no:cacheprovider -m "$variant"
 preload="$(gcc -print-file-name=lib$variant.so) $(gcc -print-file-name=libstdc++.so.6)"
-k_default="emu and not tail and not global_memory and not many_gt"
-if [ "$variant" = tsan ]; then
-  k_default="$k_default and not far_tiles and not (paste_masks and not guards) and (dtype0 or not dtype)"
-fi
-k=${SANITIZE_K:-$k_default}
+if [ "$variant" = tsan ]; then m_default="emu and small"; else m_default="emu and not large"; fi
+m=${SANITIZE_M:-$m_default}
 # halt_on_error: the first report ends the run (-v names the test it came from); the report
 # goes to $out.report.<pid> (pytest would swallow it) and is printed here. ThreadSanitizer runs
 # with MF_EMU_THREADS=all: every emulated thread on its own OS thread, started together, so it
@@ -48,7 +50,7 @@ env LD_PRELOAD="$preload" MASKRCNN_FAST_EMU_LIB="$lib" MF_EMU_THREADS="$threads"
   ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:halt_on_error=1:log_path=$out.report \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$out.report \
   TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0:log_path=$out.report \
-  $PY -m pytest tests/test_cuda_matches_cpu.py -v -p no:cacheprovider -k "$k" "$@" || rc=$?
+  $PY -m pytest tests/test_cuda_matches_cpu.py -v -p no:cacheprovider -m "$m" "$@" || rc=$?
 if ls "$out".report.* > /dev/null 2>&1; then
   cat "$out".report.*
   echo "sanitize $variant: the sanitizer reported (above); exit status $rc"

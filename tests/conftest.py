@@ -1,19 +1,11 @@
-import importlib.util
+"""Fixtures (devices, seeds, a tiny checkpoint, one thread) and the collection hook that marks
+every case using CUDA; shared helpers live in tests/support/."""
 import os
 
 import pytest
 import torch
 
-import maskrcnn_fast
-
-CUDA_AVAILABLE = torch.cuda.is_available() and maskrcnn_fast.build_info()["cuda_kernels"]
-NO_CUDA_REASON = "no GPU, or the CUDA kernels are not built"
-
-# The GPU machine has no pycocotools: everything but reading and scoring COCO files runs there.
-HAS_PYCOCOTOOLS = importlib.util.find_spec("pycocotools") is not None
-needs_pycocotools = pytest.mark.skipif(
-    not HAS_PYCOCOTOOLS, reason="pycocotools is not installed: COCO files can be neither read nor scored"
-)
+from support import CUDA_AVAILABLE, HAS_PYCOCOTOOLS, NO_CUDA_REASON, NO_PYCOCOTOOLS_REASON
 
 DEVICES = [
     "cpu",
@@ -57,14 +49,27 @@ def runs_on_cuda(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    # scripts/gpu_check.sh selects with -m cuda: by what a case runs on, not by its name.
+    # scripts/gpu_check.sh selects with -m cuda: by what a case runs on, not by its name; cases
+    # marked coco (support.needs_pycocotools) skip where pycocotools is missing.
     for item in items:
+        if not HAS_PYCOCOTOOLS and item.get_closest_marker("coco") is not None:
+            item.add_marker(pytest.mark.skip(reason=NO_PYCOCOTOOLS_REASON))
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("kernels") == "emu":
             # The emulated CUDA kernels run on the CPU: the GPU machine's time is for the real ones.
             item.own_markers[:] = [m for m in item.own_markers if m.name != "cuda"]
         elif item.get_closest_marker("cuda") is None and runs_on_cuda(item):
             item.add_marker(pytest.mark.cuda)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny model saved as our checkpoints are (the weights, how to rebuild the
+    model, the training run's arguments): the CLI tests' checkpoint, never written to."""
+    from support.models import save_tiny_checkpoint
+
+    path = tmp_path_factory.mktemp("ck") / "checkpoint.pt"
+    return save_tiny_checkpoint(path, args={"dataset": "synthetic", "image_size": 64})
 
 
 @pytest.fixture

@@ -5,16 +5,7 @@ import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn_fast.models.backbone import resnet_fpn_backbone
-
-
-def _randomise_bn(model, g):
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            c = m.weight.shape[0]
-            m.weight.copy_(1 + 0.2 * torch.randn(c, generator=g))
-            m.bias.copy_(0.1 * torch.randn(c, generator=g))
-            m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+from support.models import randomize_batch_norms
 
 
 @pytest.mark.parametrize("depth,layers", [(18, 3), (50, 5)])
@@ -22,7 +13,7 @@ def test_folded_frozen_bn_matches_modules(depth, layers):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     bb = resnet_fpn_backbone(depth, norm_layer=FrozenBatchNorm2d, trainable_layers=layers, out_channels=32)
-    _randomise_bn(bb, g)
+    randomize_batch_norms(bb, g)
     # float64: the folded and the unfolded products round differently, and float32 rounding
     # grows through 50 layers
     bb = bb.double()

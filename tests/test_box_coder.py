@@ -274,3 +274,53 @@ def test_bad_inputs(device):
             dec(c, b.to("meta"), w, CLIP, None)
         with pytest.raises(RuntimeError, match="reference_boxes and proposals"):
             enc(b.to("meta"), b, w)
+
+
+# ---- found by the differential fuzz tests (tests/fuzz), each as a minimal example: the comment
+# says what failed and which side was wrong (reference, oracle or neither) ------------------
+
+def test_reference_decode_boxes_empty(device):
+    # Found: the reference reshaped with -1, ambiguous for K = 0 (RuntimeError), and its
+    # clipping's `width` shadowed the column count (wrong shape with C = 0 and an image_size).
+    for codes, boxes, size in [(torch.zeros(0, 8), torch.zeros(0, 4), None),
+                               (torch.zeros(0, 0), torch.zeros(0, 4), (5, 5)),
+                               (torch.zeros(1, 0), torch.zeros(1, 4), (0, 1)),
+                               (torch.zeros(2, 4), torch.zeros(2, 4), (3, 7))]:
+        codes, boxes = codes.to(device), boxes.to(device)
+        want = ref.decode_boxes(codes, boxes, image_size=size)
+        got = decode_boxes(codes, boxes, image_size=size)
+        assert want.shape == got.shape == codes.shape
+        assert torch.equal(got, want)
+
+
+def test_encode_bfloat16_intermediate_overflow(device):
+    # Found: bfloat16 encode gave +-Inf where the float64 reference is finite (3.3e38, inside
+    # bfloat16's range). Not a kernel bug: half/bfloat16 are computed in float32 in
+    # torchvision's operation order, wx * (dx_ctr) overflows first, exactly as torchvision's
+    # own bfloat16 and float32 encodes do. The fuzz oracle now also accepts the float32
+    # evaluation of the reference.
+    r = torch.tensor([[3e38, 0.0, 3e38, 0.0]], dtype=torch.bfloat16, device=device)
+    p = torch.tensor([[0.0, 0.0, 9.0, 0.0]], dtype=torch.bfloat16, device=device)
+    w = (10.0, 10.0, 5.0, 5.0)
+    got = encode_boxes(r, p, w).cpu()
+    tv = TVBoxCoder(w).encode_single(r.cpu(), p.cpu())
+    assert torch.equal(got.isnan(), tv.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(tv))
+    assert got[0, 0] == math.inf and got[0, 2] == -math.inf
+    assert torch.isfinite(ref.encode_boxes(r.double(), p.double(), w)[0, 0])
+
+
+def test_decode_half_rounds_bbox_xform_clip(device):
+    # Found: float16 decode 3 ulps from the float64 reference for a clamped dw. Not a kernel
+    # bug: bbox_xform_clip is rounded to float16 before the clamp, as torch.clamp rounds a Python
+    # scalar for a float16 tensor, so ours equals torchvision's float16 decode. The fuzz oracle
+    # now gives the reference the rounded clip.
+    clip = math.log(1000.0 / 16)
+    b = torch.tensor([[0.0, 0.0, 1.0, 0.0]], dtype=torch.half, device=device)
+    codes = torch.tensor([[0.0, 0.0, 150.0, 0.0]], dtype=torch.half, device=device)
+    got = decode_boxes(codes, b, (1.0, 1.0, 1.0, 1.0), clip).cpu()
+    tv = TVBoxCoder((1.0, 1.0, 1.0, 1.0), clip).decode_single(codes.cpu(), b.cpu())
+    assert torch.equal(got, tv)
+    clip16 = float(torch.tensor(clip).half())
+    want = ref.decode_boxes(codes.double().cpu(), b.double().cpu(), (1.0, 1.0, 1.0, 1.0), clip16)
+    assert torch.equal(got, want.half())

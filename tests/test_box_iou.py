@@ -6,25 +6,12 @@ NaN): the kernel follows its order of operations, half subtractions included.
 import pytest
 import torch
 import torchvision
+from torchvision import ops as tvops
 
+from maskrcnn_fast import ops
 from maskrcnn_fast.ops import box_iou
 from maskrcnn_fast.ops import reference as ref
-
-H, W = 800, 1088
-
-
-def _boxes(n, device="cpu", dtype=torch.float32, grid=None):
-    """Random boxes of 8 to 440 pixels a side in an 800x1088 image; on a coarse integer grid
-    (many exact ties and shared edges) when ``grid`` is given."""
-    if grid is not None:
-        xy = torch.randint(0, 16, (n, 2)).double() * grid
-        wh = torch.randint(0, 8, (n, 2)).double() * grid
-        return torch.cat([xy, xy + wh], 1).to(dtype).to(device)
-    cx = torch.rand(n, dtype=torch.float64) * W
-    cy = torch.rand(n, dtype=torch.float64) * H
-    w = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    h = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).to(dtype).to(device)
+from support.ops import LOW_DTYPES, autocast, boxes_in_square, grid_boxes, random_boxes
 
 
 def _tv(b1, b2):
@@ -40,7 +27,7 @@ def _same(a, b):
 @pytest.mark.parametrize("m, n", [(1, 1), (7, 300), (40, 2000), (0, 5), (5, 0), (0, 0)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_torchvision(device, seed, m, n, dtype):
-    b1, b2 = _boxes(m, device, dtype), _boxes(n, device, dtype)
+    b1, b2 = random_boxes(m, device, dtype), random_boxes(n, device, dtype)
     out = box_iou(b1, b2)
     assert out.device == b1.device
     _same(out, _tv(b1, b2))
@@ -49,13 +36,13 @@ def test_matches_torchvision(device, seed, m, n, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_float64_reference(device, seed, dtype):
-    b1, b2 = _boxes(30, device, dtype), _boxes(500, device, dtype)
+    b1, b2 = random_boxes(30, device, dtype), random_boxes(500, device, dtype)
     want = ref.box_iou(b1.double(), b2.double())
     torch.testing.assert_close(box_iou(b1, b2).double(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_grid_boxes_ties_and_shared_edges(device, seed):
-    b1, b2 = _boxes(50, device, grid=8.0), _boxes(400, device, grid=8.0)
+    b1, b2 = grid_boxes(50, 8.0, device=device), grid_boxes(400, 8.0, device=device)
     _same(box_iou(b1, b2), _tv(b1, b2))
 
 
@@ -80,15 +67,15 @@ def test_degenerate_outside_and_inverted(device):
 
 
 def test_non_contiguous(device, seed):
-    b1 = _boxes(40, device).t().contiguous().t()
-    b2 = _boxes(300, device).repeat(1, 2)[:, ::2]
+    b1 = random_boxes(40, device).t().contiguous().t()
+    b2 = random_boxes(300, device).repeat(1, 2)[:, ::2]
     assert not b1.is_contiguous() and not b2.is_contiguous()
     _same(box_iou(b1, b2), _tv(b1, b2))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(device, seed, dtype):
-    b1, b2 = _boxes(20, device, dtype), _boxes(300, device, dtype)
+    b1, b2 = random_boxes(20, device, dtype), random_boxes(300, device, dtype)
     out = box_iou(b1, b2)
     assert out.dtype == torch.float32  # torchvision upcasts half
     _same(out, _tv(b1, b2))
@@ -98,7 +85,7 @@ def test_half_precision(device, seed, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16])
 def test_integer_boxes(device, seed, dtype):
-    b1, b2 = _boxes(20, grid=8.0).to(dtype).to(device), _boxes(100, grid=8.0).to(dtype).to(device)
+    b1, b2 = grid_boxes(20, 8.0).to(dtype).to(device), grid_boxes(100, 8.0).to(dtype).to(device)
     out = box_iou(b1, b2)
     assert out.dtype == torch.float32
     _same(out, _tv(b1, b2))
@@ -106,7 +93,7 @@ def test_integer_boxes(device, seed, dtype):
 
 
 def test_mixed_dtypes_promote(device, seed):
-    b1, b2 = _boxes(10, device, torch.float32), _boxes(50, device, torch.float64)
+    b1, b2 = random_boxes(10, device, torch.float32), random_boxes(50, device, torch.float64)
     out = box_iou(b1, b2)
     assert out.dtype == torch.float64
     _same(out, box_iou(b1.double(), b2))
@@ -114,13 +101,13 @@ def test_mixed_dtypes_promote(device, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_opcheck(device, seed, dtype):
-    b1, b2 = _boxes(6, device, dtype), _boxes(11, device, dtype)
+    b1, b2 = random_boxes(6, device, dtype), random_boxes(11, device, dtype)
     torch.library.opcheck(torch.ops.maskrcnn_fast.box_iou.default, (b1, b2))
     torch.library.opcheck(torch.ops.maskrcnn_fast.box_iou.default, (b1[:0], b2))
 
 
 def test_compile(device, seed):
-    b1, b2 = _boxes(6, device), _boxes(11, device)
+    b1, b2 = random_boxes(6, device), random_boxes(11, device)
     f = torch.compile(box_iou, fullgraph=True, backend="eager")
     _same(f(b1, b2), _tv(b1, b2))
 
@@ -153,3 +140,44 @@ def test_device_mismatch():
         pytest.skip("needs a GPU")
     with pytest.raises(RuntimeError, match="boxes1 and boxes2"):
         torch.ops.maskrcnn_fast.box_iou(torch.zeros(2, 4), torch.zeros(3, 4, device="cuda"))
+
+
+# ---- drop-in for torchvision.ops.box_iou: autocast, box formats and shapes ---------------------
+
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_autocast_box_iou(device, seed, dtype, mixed):
+    a = boxes_in_square(30, device=device, dtype=dtype)
+    b = boxes_in_square(40, device=device, dtype=torch.float32 if mixed else dtype)
+    with autocast(device, dtype):
+        ours, theirs = ops.box_iou(a, b), tvops.box_iou(a, b)
+    assert ours.dtype == theirs.dtype == torch.float32
+    tol = 0 if device == "cpu" else 1e-6
+    torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("fmt", ["xyxy", "xywh", "cxcywh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64, torch.uint8])
+def test_box_iou_formats_match_torchvision(device, seed, fmt, dtype):
+    """torchvision's results, except for uint8 boxes, whose differences torchvision takes in
+    uint8 (wrapping around below 0): ours are exact, torchvision's on the same boxes as int64."""
+    a = boxes_in_square(20, 60.0, device)
+    b = boxes_in_square(30, 60.0, device)
+    if fmt != "xyxy":  # (x1, y1, w, h) or (cx, cy, w, h)
+        a = torch.cat([a[:, :2], a[:, 2:] - a[:, :2]], 1)
+        b = torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+    a, b = (t.round() if not dtype.is_floating_point else t for t in (a, b))
+    a, b = a.to(dtype), b.to(dtype)
+    oracle = (lambda t: t.long()) if dtype == torch.uint8 else (lambda t: t)
+    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ops.box_iou(a, b, fmt), tvops.box_iou(oracle(a), oracle(b), fmt), **tol)
+    # batched [..., N, 4], broadcast as torchvision does
+    a3, b3 = a.reshape(2, 10, 4), b.reshape(3, 1, 10, 4)
+    torch.testing.assert_close(ops.box_iou(a3, b3, fmt), tvops.box_iou(oracle(a3), oracle(b3), fmt), **tol)
+
+
+def test_box_iou_rotated_formats_raise():
+    with pytest.raises(ValueError, match="rotated"):
+        ops.box_iou(torch.rand(3, 5), torch.rand(4, 5), fmt="cxcywhr")
+    with pytest.raises(ValueError, match="fmt"):
+        ops.box_iou(torch.rand(3, 4), torch.rand(4, 4), fmt="yxyx")

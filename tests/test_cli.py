@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from _tiny import TinyShapes, tiny_model, tiny_model_args
-from conftest import needs_pycocotools
 from maskrcnn_fast import cli
 from maskrcnn_fast.data.images import load_image
+from support import needs_pycocotools
+from support.cli import cli_fails
+from support.models import TinyShapes, tiny_model, tiny_model_args
 
 
 def write_png(img, path):
@@ -26,16 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """An untrained tiny model saved as our checkpoints are (model + how to rebuild it)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "checkpoint.pt"
-    torch.save({"model": tiny_model().state_dict(), "model_args": tiny_model_args(),
-                "args": {"dataset": "synthetic", "image_size": 64}}, path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("img")
     ds = TinyShapes(2, jitter=False)
@@ -44,61 +35,54 @@ def images(tmp_path_factory):
     return d
 
 
-def _fails(capsys, argv, match):
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("maskrcnn-fast: error:") and match in lines[0], err
-    assert "Traceback" not in err
-
-
-def test_bad_arguments(capsys, tmp_path, ckpt, images):
+def test_bad_arguments(capsys, tmp_path, tiny_checkpoint, images):
     missing = str(tmp_path / "nope.pt")
-    _fails(capsys, ["eval", "--checkpoint", missing], "checkpoint not found")
-    _fails(capsys, ["predict", str(images), "--checkpoint", missing], "checkpoint not found")
-    _fails(capsys, ["predict", str(tmp_path / "nope.png"), "--checkpoint", ckpt], "input not found")
-    _fails(capsys, ["train", "--dataset", "imagenet", "--device", "cpu"], "unknown dataset 'imagenet'")
-    _fails(capsys, ["train", "--dataset", "coco", "--device", "cpu"], "--data-path")
-    _fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path), "--ann-file", missing,
-                    "--device", "cpu"], "annotation file not found")
-    _fails(capsys, ["train", "--resume", missing, "--device", "cpu"], "--resume: checkpoint not found")
-    _fails(capsys, ["train", "--depth", "19"], "invalid choice")
-    _fails(capsys, ["train", "--epochs", "2", "--iterations", "3"], "not allowed with")
-    _fails(capsys, ["frobnicate"], "invalid choice")
-    _fails(capsys, [], "required")
+    cli_fails(capsys, ["eval", "--checkpoint", missing], "checkpoint not found")
+    cli_fails(capsys, ["predict", str(images), "--checkpoint", missing], "checkpoint not found")
+    cli_fails(capsys, ["predict", str(tmp_path / "nope.png"), "--checkpoint", tiny_checkpoint], "input not found")
+    cli_fails(capsys, ["train", "--dataset", "imagenet", "--device", "cpu"], "unknown dataset 'imagenet'")
+    cli_fails(capsys, ["train", "--dataset", "coco", "--device", "cpu"], "--data-path")
+    cli_fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path), "--ann-file", missing,
+                       "--device", "cpu"], "annotation file not found")
+    cli_fails(capsys, ["train", "--resume", missing, "--device", "cpu"], "--resume: checkpoint not found")
+    cli_fails(capsys, ["train", "--depth", "19"], "invalid choice")
+    cli_fails(capsys, ["train", "--epochs", "2", "--iterations", "3"], "not allowed with")
+    cli_fails(capsys, ["frobnicate"], "invalid choice")
+    cli_fails(capsys, [], "required")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    _fails(capsys, ["predict", str(bad), "--checkpoint", ckpt, "--device", "cpu"], "cannot read image")
-    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--num-classes", "91", "--device", "cpu"],
-           "has 4 classes")
+    cli_fails(capsys, ["predict", str(bad), "--checkpoint", tiny_checkpoint, "--device", "cpu"], "cannot read image")
+    cli_fails(capsys, ["predict", str(images), "--checkpoint", tiny_checkpoint, "--num-classes", "91",
+                       "--device", "cpu"],
+              "has 4 classes")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\0" * 64)
-    _fails(capsys, ["predict", str(images), "--checkpoint", str(junk), "--device", "cpu"], "cannot read checkpoint")
+    cli_fails(capsys, ["predict", str(images), "--checkpoint", str(junk), "--device", "cpu"], "cannot read checkpoint")
     if not torch.cuda.is_available():
-        _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--device", "cuda"], "no CUDA device")
-        _fails(capsys, ["train", "--amp", "--device", "cpu"], "--amp needs a CUDA device")
+        cli_fails(capsys, ["predict", str(images), "--checkpoint", tiny_checkpoint, "--device", "cuda"],
+                  "no CUDA device")
+        cli_fails(capsys, ["train", "--amp", "--device", "cpu"], "--amp needs a CUDA device")
 
 
-def test_coco_commands_name_pycocotools_when_it_is_missing(monkeypatch, capsys, tmp_path, ckpt, images):
+def test_coco_commands_name_pycocotools_when_it_is_missing(monkeypatch, capsys, tmp_path, tiny_checkpoint, images):
     for name in ("pycocotools", "pycocotools.mask", "pycocotools.coco", "pycocotools.cocoeval"):
         monkeypatch.setitem(sys.modules, name, None)  # as where it is not installed
     need = "needs pycocotools, which is not installed (pip install pycocotools)"
-    _fails(capsys, ["eval", "--checkpoint", ckpt, "--dataset", "synthetic", "--num-images", "2", "--device", "cpu"],
-           "eval " + need)
-    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(tmp_path / "p"),
-                    "--device", "cpu"], need)
+    cli_fails(capsys, ["eval", "--checkpoint", tiny_checkpoint, "--dataset", "synthetic", "--num-images", "2",
+                       "--device", "cpu"],
+              "eval " + need)
+    cli_fails(capsys, ["predict", str(images), "--checkpoint", tiny_checkpoint, "--output-dir", str(tmp_path / "p"),
+                       "--device", "cpu"], need)
     assert not (tmp_path / "p").exists()
-    _fails(capsys, ["train", *_SMALL, "--iterations", "1", "--eval-at-end", "--output-dir", str(tmp_path / "t")],
-           "train --eval-at-end " + need)
+    cli_fails(capsys, ["train", *_SMALL, "--iterations", "1", "--eval-at-end", "--output-dir", str(tmp_path / "t")],
+              "train --eval-at-end " + need)
     assert not (tmp_path / "t").exists()  # refused before training
     (tmp_path / "img").mkdir()
     (tmp_path / "ann.json").write_text('{"images": [], "annotations": [], "categories": []}')
-    _fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path / "img"), "--ann-file",
-                    str(tmp_path / "ann.json"), "--device", "cpu"], need)
+    cli_fails(capsys, ["train", "--dataset", "coco", "--data-path", str(tmp_path / "img"), "--ann-file",
+                       str(tmp_path / "ann.json"), "--device", "cpu"], need)
     # bad arguments still come first
-    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found")
+    cli_fails(capsys, ["eval", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found")
 
 
 def test_bad_argument_in_a_process(tmp_path):
@@ -119,9 +103,10 @@ def _check_outputs(out, names):
 
 
 @needs_pycocotools
-def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
+def test_predict_writes_png_and_json(tmp_path, capsys, tiny_checkpoint, images):
     out = tmp_path / "out"
-    rc = cli.main(["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(out), "--score-thresh", "0",
+    rc = cli.main(["predict", str(images), "--checkpoint", tiny_checkpoint, "--output-dir", str(out),
+                   "--score-thresh", "0",
                    "--device", "cpu", "--no-progress"])
     assert rc == 0
     _check_outputs(out, ["im0", "im1"])
@@ -130,10 +115,10 @@ def test_predict_writes_png_and_json(tmp_path, capsys, ckpt, images):
 
 
 @needs_pycocotools
-def test_predict_plain_state_dict(tmp_path, ckpt, images):
+def test_predict_plain_state_dict(tmp_path, tiny_checkpoint, images):
     # a torchvision-style .pth: a bare state_dict; depth and classes come from its tensors
     sd = tmp_path / "weights.pth"
-    torch.save(torch.load(ckpt, weights_only=True)["model"], sd)
+    torch.save(torch.load(tiny_checkpoint, weights_only=True)["model"], sd)
     out = tmp_path / "out"
     rc = cli.main(["predict", str(images / "im1.png"), "--checkpoint", str(sd), "--output-dir", str(out),
                    "--min-size", "64", "--max-size", "64", "--score-thresh", "0", "--device", "cpu"])
@@ -159,10 +144,10 @@ def test_infer_depth():
 
 
 @needs_pycocotools
-def test_eval_prints_table(tmp_path, capsys, ckpt):
+def test_eval_prints_table(tmp_path, capsys, tiny_checkpoint):
     pytest.importorskip("maskrcnn_fast.data", reason="needs SyntheticShapes")
     js = tmp_path / "eval.json"
-    rc = cli.main(["eval", "--checkpoint", ckpt, "--dataset", "synthetic", "--num-images", "2",
+    rc = cli.main(["eval", "--checkpoint", tiny_checkpoint, "--dataset", "synthetic", "--num-images", "2",
                    "--device", "cpu", "--no-progress", "--output-json", str(js)])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -172,7 +157,7 @@ def test_eval_prints_table(tmp_path, capsys, ckpt):
 
 def test_bench_runs_what_make_bench_runs(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd=None: calls.append((cmd, cwd)) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, cwd=None: calls.append((cmd, cwd)) or 0)
     assert cli.main(["bench", "--out", str(tmp_path), "-k", "nms"]) == 0
     (pytest_cmd, cwd), (report_cmd, _) = calls
     assert cwd == ROOT
@@ -185,7 +170,7 @@ def test_bench_runs_what_make_bench_runs(monkeypatch, tmp_path):
 
 @needs_pycocotools
 def test_train_then_eval_on_a_coco_folder(tmp_path, capsys):
-    from _coco_folder import make_coco_folder
+    from support.coco import make_coco_folder
 
     root, ann, _ = make_coco_folder(tmp_path / "coco")
     out = tmp_path / "run"
@@ -261,7 +246,7 @@ def test_train_small_model_adamw_cosine(tmp_path, capsys):
                    "--device", "cpu", "--no-progress", "--min-mask-ap50", "0", "--threads", "1"])
     assert rc == 0 and "mask AP50" in capsys.readouterr().out
     imgs = tmp_path / "imgs"
-    from maskrcnn_fast.data.__main__ import write_synthetic_pngs
+    from maskrcnn_fast.data.synthetic import write_synthetic_pngs
 
     write_synthetic_pngs(str(imgs), 1, seed=3, image_size=64)
     rc = cli.main(["predict", str(imgs), "--checkpoint", str(out / "checkpoint.pt"), "--output-dir",
@@ -278,18 +263,18 @@ def test_train_small_model_adamw_cosine(tmp_path, capsys):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     wider = list(_SMALL)
     wider[wider.index("--fpn-channels") + 1] = "32"
-    _fails(capsys, ["train", *wider, "--iterations", "2", "--resume", ck1], "fpn-channels 16, not 32")
+    cli_fails(capsys, ["train", *wider, "--iterations", "2", "--resume", ck1], "fpn-channels 16, not 32")
     sgd = [a for a in _SMALL if a not in ("--optimizer", "adamw")]
-    _fails(capsys, ["train", *sgd, "--iterations", "2", "--resume", ck1], "optimizer adamw, not sgd")
+    cli_fails(capsys, ["train", *sgd, "--iterations", "2", "--resume", ck1], "optimizer adamw, not sgd")
 
 
 def test_bad_new_train_arguments(capsys):
-    _fails(capsys, ["train", "--threads", "0", "--device", "cpu"], "--threads must be >= 1")
-    _fails(capsys, ["train", "--optimizer", "adam"], "invalid choice")
-    _fails(capsys, ["train", "--lr-schedule", "cosine", "--lr-steps", "3", "--device", "cpu"], "--lr-steps applies")
-    _fails(capsys, ["train", "--min-mask-ap50", "0.7", "--device", "cpu"], "needs --eval-at-end")
-    _fails(capsys, ["train", "--fpn-channels", "0", "--depth", "18", "--num-images", "2", "--iterations", "1",
-                    "--device", "cpu"], "fpn-channels must be a positive integer")
+    cli_fails(capsys, ["train", "--threads", "0", "--device", "cpu"], "--threads must be >= 1")
+    cli_fails(capsys, ["train", "--optimizer", "adam"], "invalid choice")
+    cli_fails(capsys, ["train", "--lr-schedule", "cosine", "--lr-steps", "3", "--device", "cpu"], "--lr-steps applies")
+    cli_fails(capsys, ["train", "--min-mask-ap50", "0.7", "--device", "cpu"], "needs --eval-at-end")
+    cli_fails(capsys, ["train", "--fpn-channels", "0", "--depth", "18", "--num-images", "2", "--iterations", "1",
+                       "--device", "cpu"], "fpn-channels must be a positive integer")
 
 
 # ---- checked before the work -----------------------------------------------------------------------
@@ -312,28 +297,29 @@ def test_errors_name_the_option(capsys):
         (["--trainable-backbone-layers", "2"], "--trainable-backbone-layers needs --weights or --weights-backbone"),
         (["--weights", "COCO_V1", "--weights-backbone", "IMAGENET1K_V1"], "give one"),
     ]:
-        _fails(capsys, base + argv, match)
-    _fails(capsys, ["eval", "--checkpoint", "x.pt", "--min-mask-ap50", "1.5"], "--min-mask-ap50 must be in [0, 1]")
-    _fails(capsys, ["eval", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size must be >= 1")
-    _fails(capsys, ["predict", "x.png", "--checkpoint", "x.pt", "--score-thresh", "1.5"],
-           "--score-thresh must be in [0, 1], got 1.5")
+        cli_fails(capsys, base + argv, match)
+    cli_fails(capsys, ["eval", "--checkpoint", "x.pt", "--min-mask-ap50", "1.5"], "--min-mask-ap50 must be in [0, 1]")
+    cli_fails(capsys, ["eval", "--checkpoint", "x.pt", "--batch-size", "0"], "--batch-size must be >= 1")
+    cli_fails(capsys, ["predict", "x.png", "--checkpoint", "x.pt", "--score-thresh", "1.5"],
+              "--score-thresh must be in [0, 1], got 1.5")
 
 
-def test_output_paths_fail_at_once(tmp_path, capsys, ckpt, images):
+def test_output_paths_fail_at_once(tmp_path, capsys, tiny_checkpoint, images):
     a_file = tmp_path / "taken"
     a_file.write_text("")
     small = ["--num-images", "2", "--image-size", "64", "--depth", "18", "--iterations", "1", "--device", "cpu"]
-    _fails(capsys, ["train", *small, "--output-dir", str(a_file)], f"--output-dir {a_file} is a file, not a folder")
-    _fails(capsys, ["train", *small, "--output-dir", str(a_file / "run")], "cannot write there")
+    cli_fails(capsys, ["train", *small, "--output-dir", str(a_file)], f"--output-dir {a_file} is a file, not a folder")
+    cli_fails(capsys, ["train", *small, "--output-dir", str(a_file / "run")], "cannot write there")
     (tmp_path / "run" / "history.json").mkdir(parents=True)
-    _fails(capsys, ["train", *small, "--output-dir", str(tmp_path / "run")], "history.json there is a folder")
-    _fails(capsys, ["predict", str(images), "--checkpoint", ckpt, "--output-dir", str(a_file), "--device", "cpu"],
-           "--output-dir")
-    _fails(capsys, ["eval", "--checkpoint", ckpt, "--num-images", "2", "--device", "cpu", "--output-json",
-                    str(tmp_path)], "is a folder, not a file")
+    cli_fails(capsys, ["train", *small, "--output-dir", str(tmp_path / "run")], "history.json there is a folder")
+    cli_fails(capsys, ["predict", str(images), "--checkpoint", tiny_checkpoint, "--output-dir", str(a_file),
+                       "--device", "cpu"],
+              "--output-dir")
+    cli_fails(capsys, ["eval", "--checkpoint", tiny_checkpoint, "--num-images", "2", "--device", "cpu", "--output-json",
+                       str(tmp_path)], "is a folder, not a file")
     # a missing folder is made before the evaluation, not found missing after it
     js = tmp_path / "new" / "deeper" / "eval.json"
-    rc = cli.main(["eval", "--checkpoint", ckpt, "--num-images", "1", "--device", "cpu", "--no-progress",
+    rc = cli.main(["eval", "--checkpoint", tiny_checkpoint, "--num-images", "1", "--device", "cpu", "--no-progress",
                    "--output-json", str(js)])
     assert rc == 0 and js.exists() and (js.parent / "eval.metrics.json").exists()
 
@@ -346,44 +332,45 @@ def _photo_args(root, ann, train=True):
 
 
 def test_coco_folder_checked_before_training(tmp_path, capsys):
-    from _coco_folder import make_photo_coco_folder
+    from support.coco import make_photo_coco_folder
 
     root, ann = make_photo_coco_folder(tmp_path / "coco")
     args = [*_photo_args(root, ann), "--iterations", "1", "--output-dir", str(tmp_path / "run")]
     js = json.loads(ann.read_text())
     (root / "wide2.png").rename(root / "moved.png")
-    _fails(capsys, ["train", *args], f"--data-path {root}: 1 of the 4 images {ann} lists are missing, "
-                                     f"e.g. {root / 'wide2.png'}")
+    cli_fails(capsys, ["train", *args], f"--data-path {root}: 1 of the 4 images {ann} lists are missing, "
+                                        f"e.g. {root / 'wide2.png'}")
     (root / "moved.png").rename(root / "wide2.png")
     js["annotations"][0]["category_id"] = 4
     ann.write_text(json.dumps(js))
-    _fails(capsys, ["train", *args], f"--ann-file {ann}: annotation 1 (image 1) has category_id 4, "
-                                     "which is not in categories (ids [1, 2])")
+    cli_fails(capsys, ["train", *args], f"--ann-file {ann}: annotation 1 (image 1) has category_id 4, "
+                                        "which is not in categories (ids [1, 2])")
     torch.save({"model": tiny_model(3).state_dict(), "model_args": tiny_model_args(3)}, tmp_path / "ck.pt")
     ann.write_text("{not json")
-    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)], f"--ann-file {ann}")
+    cli_fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)],
+              f"--ann-file {ann}")
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     ann.write_text(json.dumps({"images": js["images"], "categories": js["categories"]}))
-    _fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)],
-           "has no annotations (crowd regions aside): there is no ground truth to score against")
+    cli_fails(capsys, ["eval", "--checkpoint", str(tmp_path / "ck.pt"), *_photo_args(root, ann, False)],
+              "has no annotations (crowd regions aside): there is no ground truth to score against")
 
 
 def test_worker_error_names_the_file(tmp_path, capsys):
-    from _coco_folder import make_photo_coco_folder
+    from support.coco import make_photo_coco_folder
 
     root, ann = make_photo_coco_folder(tmp_path / "coco")
     (root / "wide2.png").write_bytes(b"not a png")  # exists, so it passes the up-front check
     args = [a if a != "0" else "1" for a in _photo_args(root, ann)]  # --workers 1
-    _fails(capsys, ["train", *args, "--iterations", "4", "--batch-size", "1", "--aspect-ratio-group-factor", "-1",
-                    "--output-dir", str(tmp_path / "run")], "wide2.png")
+    cli_fails(capsys, ["train", *args, "--iterations", "4", "--batch-size", "1", "--aspect-ratio-group-factor",
+                       "-1", "--output-dir", str(tmp_path / "run")], "wide2.png")
 
 
 def test_photo_folder_trains_on_every_image(tmp_path, capsys):
     """The aspect-ratio groups are {wide, wide2}, {tall16} and {phone}: three full batches of 2
     per epoch (tall16 and phone each with itself), where dropping leftovers gave one."""
-    from _coco_folder import make_photo_coco_folder
+    from support.coco import make_photo_coco_folder
 
-    from maskrcnn_fast.commands import _dataset
+    from maskrcnn_fast.cli.datasets import dataset_from_args as _dataset
 
     root, ann = make_photo_coco_folder(tmp_path / "coco")
     out = tmp_path / "run"
@@ -404,7 +391,7 @@ def test_photo_folder_trains_on_every_image(tmp_path, capsys):
 def test_eval_model_that_predicts_category_ids(tmp_path, capsys):
     # torchvision's COCO models have a class per category id (91 for ids 1..90): a data set with
     # those ids is scored with them as labels rather than refused for its 80 contiguous labels
-    from _coco_folder import make_coco_folder
+    from support.coco import make_coco_folder
 
     root, ann, _ = make_coco_folder(tmp_path / "coco")  # category ids 3, 5, 7
     torch.save({"model": tiny_model(8).state_dict(), "model_args": tiny_model_args(8)}, tmp_path / "ids.pt")

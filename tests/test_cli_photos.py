@@ -7,27 +7,18 @@ import pytest
 import torch
 from PIL import Image
 
-from _tiny import tiny_model, tiny_model_args
 from maskrcnn_fast import cli
 from maskrcnn_fast.data.images import read_rgb, rgb_to_tensor
-from maskrcnn_fast.predict import predict_image
-from maskrcnn_fast.visualize import Canvas, class_colors, detections_to_records, select_detections
+from maskrcnn_fast.inference.predict import predict_image
+from maskrcnn_fast.inference.visualize import Canvas, class_colors, detections_to_records, select_detections
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "checkpoint.pt"
-    torch.save({"model": tiny_model().state_dict(), "model_args": tiny_model_args()}, path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def model(ckpt):
-    return cli.model_from_checkpoint(ckpt)[0]
+def model(tiny_checkpoint):
+    return cli.model_from_checkpoint(tiny_checkpoint)[0]
 
 
 def _photo(seed, h=48, w=64):
@@ -39,12 +30,12 @@ def _photo(seed, h=48, w=64):
     return img
 
 
-def test_exif_rotated_jpeg_predicted_upright(tmp_path, ckpt, capsys):
+def test_exif_rotated_jpeg_predicted_upright(tmp_path, tiny_checkpoint, capsys):
     exif = Image.Exif()
     exif[0x0112] = 8  # stored landscape, shown portrait (turned 90 degrees counter-clockwise)
     Image.fromarray(_photo(0, 30, 40)).save(tmp_path / "phone.jpg", exif=exif)
     out = tmp_path / "out"
-    rc = cli.main(["predict", str(tmp_path / "phone.jpg"), "--checkpoint", ckpt, "--output-dir", str(out),
+    rc = cli.main(["predict", str(tmp_path / "phone.jpg"), "--checkpoint", tiny_checkpoint, "--output-dir", str(out),
                    "--score-thresh", "0", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "phone.json").read_text())
@@ -97,10 +88,10 @@ def test_threshold_before_paste_same_detections(model, seed):
     assert model.roi_heads.score_thresh == 0.05  # restored
 
 
-def test_no_detection_said_and_images_one_at_a_time(tmp_path, ckpt, capsys, monkeypatch):
+def test_no_detection_said_and_images_one_at_a_time(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     for i in range(3):
         Image.fromarray(_photo(i)).save(tmp_path / f"p{i}.png")
-    import maskrcnn_fast.predict as predict
+    import maskrcnn_fast.inference.predict as predict
 
     decoded, alive = [], []
     real = predict.read_rgb
@@ -114,7 +105,7 @@ def test_no_detection_said_and_images_one_at_a_time(tmp_path, ckpt, capsys, monk
     real_write = predict.write_outputs
     monkeypatch.setattr(predict, "read_rgb", counting)
     monkeypatch.setattr(predict, "write_outputs", lambda *a, **k: finished.append(1) or real_write(*a, **k))
-    rc = cli.main(["predict", str(tmp_path), "--checkpoint", ckpt, "--output-dir", str(tmp_path / "out"),
+    rc = cli.main(["predict", str(tmp_path), "--checkpoint", tiny_checkpoint, "--output-dir", str(tmp_path / "out"),
                    "--score-thresh", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -140,24 +131,24 @@ def test_labels_on_filled_background_sized_to_image():
         assert label.size
     assert sizes[1200] >= 2 * sizes[64]
     # dark text on a light colour, light text on a dark one
-    from maskrcnn_fast.visualize import _text_color
+    from maskrcnn_fast.inference.visualize import _text_color
 
     assert _text_color((250, 250, 80)) == (0, 0, 0) and _text_color((20, 20, 120)) == (255, 255, 255)
 
 
-def _peak_of_predict(photo, ckpt, out):
+def _peak_of_predict(photo, tiny_checkpoint, out):
     """VmHWM (bytes) over ``predict photo``, counted from the RSS when it starts."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # restart VmHWM, the peak, from the current RSS
-    rc = cli.main(["predict", str(photo), "--checkpoint", ckpt, "--score-thresh", "0", "--device", "cpu",
+    rc = cli.main(["predict", str(photo), "--checkpoint", tiny_checkpoint, "--score-thresh", "0", "--device", "cpu",
                    "--output-dir", str(out), "--model-arg", "box_detections_per_img=40"])
     assert rc == 0
     with open("/proc/self/status") as f:
         return int(next(line.split()[1] for line in f if line.startswith("VmHWM"))) * 1024
 
 
-def test_peak_memory_is_one_image_not_one_per_detection(tmp_path, ckpt):
-    """The README's bound: predict holds about 40 bytes per photo pixel more than on a small
+def test_peak_memory_is_one_image_not_one_per_detection(tmp_path, tiny_checkpoint):
+    """docs/cli.md's bound (Memory): predict holds about 40 bytes per photo pixel more than on a small
     photo, whatever the number of detections. The model's own output would hold 4 bytes per
     pixel per detection (40 detections here: 960 MB); the bound tested is 48 bytes per pixel
     plus 100 MB. The same command on a small photo is the baseline: the model's loading peaks
@@ -173,8 +164,8 @@ def test_peak_memory_is_one_image_not_one_per_detection(tmp_path, ckpt):
     Image.fromarray(img[:64, :96]).save(tmp_path / "small.jpg", quality=90)
     del img, x, y
     out = tmp_path / "out"
-    small = _peak_of_predict(tmp_path / "small.jpg", ckpt, out)  # first: imports and pools in place
-    extra = _peak_of_predict(tmp_path / "big.jpg", ckpt, out) - small
+    small = _peak_of_predict(tmp_path / "small.jpg", tiny_checkpoint, out)  # first: imports and pools in place
+    extra = _peak_of_predict(tmp_path / "big.jpg", tiny_checkpoint, out) - small
     n = len(json.loads((out / "big.json").read_text())["detections"])
     assert n == 40  # the untrained model scores every box alike: the worst case
     assert extra < 48 * h * w + 100 * 2**20, f"{extra / 2**20:.0f} MiB more than on a small photo"

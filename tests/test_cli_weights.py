@@ -15,9 +15,10 @@ import torchvision
 from PIL import Image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from _tiny import tiny_model
 from maskrcnn_fast import cli
+from maskrcnn_fast import weights
 from maskrcnn_fast.models import builders, maskrcnn_resnet50_fpn
+from support.models import tiny_model
 
 COCO_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
 # the demo's small model on 4 synthetic 64x64 images
@@ -67,7 +68,7 @@ def test_no_network_says_which_file_and_where(hub, offline, capsys, tmp_path):
                    "--weights-backbone", "ResNet50_Weights.IMAGENET1K_V1"])
     _one_error_line(capsys, rc, "cannot download ResNet50_Weights.IMAGENET1K_V1",
                     f"fetch https://download.pytorch.org/models/resnet50-0676ba61.pth and put it in {hub}/")
-    with pytest.raises(builders.WeightsUnavailableError, match="fetch .*" + COCO_FILE):
+    with pytest.raises(weights.WeightsUnavailableError, match="fetch .*" + COCO_FILE):
         maskrcnn_resnet50_fpn(weights="DEFAULT")
     # a damaged file in the cache: say which, not how torch.load failed to unpickle it
     (hub / COCO_FILE).write_bytes(b"\0" * 10)
@@ -140,7 +141,7 @@ def _eps(model):
 
 
 def test_eps_from_content_not_name(tmp_path, monkeypatch):
-    from maskrcnn_fast.checkpoints import checkpoint_eps, read_weights
+    from maskrcnn_fast.weights import checkpoint_eps, read_weights
 
     torch.manual_seed(0)
     sd = tiny_model().state_dict()
@@ -151,7 +152,7 @@ def test_eps_from_content_not_name(tmp_path, monkeypatch):
     torch.save(sd, renamed)
     digest = hashlib.sha256(renamed.read_bytes()).hexdigest()[:8]
     # stands for torchvision's COCO_V1 file (whose sha256 starts with bf2d0c1e) under another name
-    monkeypatch.setattr(builders, "_ZERO_EPS_SHA256", {digest: "test"})
+    monkeypatch.setattr(weights.eps, "_ZERO_EPS_SHA256", {digest: "test"})
     assert checkpoint_eps(read_weights(str(renamed))) == 0.0
     assert checkpoint_eps(read_weights(str(renamed)), explicit=1e-3) == 1e-3  # --frozen-bn-eps
     assert _eps(cli.model_from_checkpoint(str(renamed), overrides={"min_size": 64})[0]) == {0.0}

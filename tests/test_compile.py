@@ -13,17 +13,9 @@ import torch
 import maskrcnn_fast
 from maskrcnn_fast.models import maskrcnn_resnet_fpn
 
-from conftest import CUDA_AVAILABLE, NO_CUDA_REASON
+from support import CUDA_AVAILABLE, NO_CUDA_REASON
+from support.models import SMALL
 
-SMALL = dict(
-    num_classes=11,
-    min_size=200,
-    max_size=320,
-    box_score_thresh=0.0,
-    rpn_pre_nms_top_n_test=300,
-    rpn_post_nms_top_n_test=150,
-    box_detections_per_img=40,
-)
 SIZES = [(200, 260), (310, 240)]
 PKG = os.path.dirname(maskrcnn_fast.__file__)
 
@@ -137,7 +129,7 @@ def test_capture_needs_cuda(model):
 
 def test_captured_rejects_other_sizes(model):
     """The size check of the replay callable, without a GPU (a stand-in for the graph)."""
-    from maskrcnn_fast.cuda_graph import CapturedMaskRCNN
+    from maskrcnn_fast.inference import CapturedMaskRCNN
 
     images = _images()
     captured = CapturedMaskRCNN(
@@ -169,7 +161,7 @@ class _EagerGraph:
 
 def test_captured_call_path_on_cpu(model):
     """The replay callable's input copy, replay and compaction, with an eager stand-in graph."""
-    from maskrcnn_fast.cuda_graph import CapturedMaskRCNN
+    from maskrcnn_fast.inference import CapturedMaskRCNN
 
     example = _images(seed=11)
     with torch.no_grad():

@@ -17,22 +17,42 @@ are compared bitwise, except where the two sides do not share the arithmetic:
   level; these tests keep boxes away from the boundaries (tests/test_multilevel_roi_align.py
   tests the boundary rule itself).
 NaN equals NaN everywhere here (degenerate boxes encode to NaN on both sides).
+
+The sanitizer runs (scripts/sanitize_emu.sh) select the ``emu`` cases by marker (registered in
+pyproject.toml), never by name:
+- ``-m "emu and not large"``: make sanitize's AddressSanitizer set, all but the ``large`` cases
+  (grid-stride tails, the 140k-box NMS: minutes each under a sanitizer);
+- ``-m "emu and small"``: its ThreadSanitizer set, one dtype per op (the first of the test's
+  list: ``first(...)``), the guards and the small special cases;
+- ``-m "emu and sanitize_ci"``: .ci/run's AddressSanitizer set, one dtype per op, the guards
+  and the small NMS cases.
+A new case joins them by the marks it is given here.
 """
 import pytest
 import torch
 
 import maskrcnn_fast
-from conftest import CUDA_AVAILABLE
 from maskrcnn_fast import emulated
+from support import CUDA_AVAILABLE
+from support.ops import blob_masks, boxes_of_every_kind, detection_inputs, match_problem, rpn_inputs
 
 BACKENDS = [
-    pytest.param("emu", marks=pytest.mark.skipif(
-        not emulated.available(), reason=f"no emulated CUDA kernels: {emulated.error()}")),
+    pytest.param("emu", marks=[pytest.mark.emu, pytest.mark.skipif(
+        not emulated.available(), reason=f"no emulated CUDA kernels: {emulated.error()}")]),
     pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
         not CUDA_AVAILABLE, reason="no GPU, or the CUDA kernels are not built")]),
 ]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-FP = [torch.float32, torch.float64]
+small, large, sanitize_ci = pytest.mark.small, pytest.mark.large, pytest.mark.sanitize_ci
+
+
+def first(values, *marks):
+    """``values`` with ``marks`` on the first one only (its id unchanged: ``dtype0``): the
+    sanitizer sets run one dtype per op, the other dtypes run the same indexing."""
+    return [pytest.param(values[0], marks=list(marks)), *values[1:]]
+
+
+ONE_DTYPE = first(DTYPES, small, sanitize_ci)  # the dtypes, float32 in both sanitizer sets
 
 
 def _map(x, fn):
@@ -118,6 +138,8 @@ def boxes(n, h, w, dtype=torch.float32):
     return torch.cat([xy, xy + wh], 1).to(dtype)
 
 
+@pytest.mark.emu
+@small
 def test_build_info_reports_the_emulation():
     info = maskrcnn_fast.build_info()
     assert info["emulated_cuda"] == emulated.available()
@@ -128,19 +150,20 @@ def test_build_info_reports_the_emulation():
 CELL = torch.tensor([[-16.0, -16, 16, 16], [-8, -24, 8, 24], [-24, -8, 24, 8]])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
 def test_grid_anchors(backend, dtype):
     cell = torch.cat([CELL, CELL * 2, CELL * 4]).to(dtype)
     check(backend, "grid_anchors", cell, [3, 3, 3], [50, 68, 25, 34, 13, 17], [16, 16, 32, 32, 64, 64])
     check(backend, "grid_anchors", cell[:3], [3], [0, 5], [4, 4])  # no anchors
 
 
+@large
 def test_grid_anchors_grid_stride_tail(backend):
     # 1024 * 700 * 3 anchors: more than the 8192 blocks x 256 threads of one pass.
     check(backend, "grid_anchors", CELL, [3], [1024, 700], [4, 4])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
 def test_box_coder(backend, dtype, seed):
     close = _close(backend, dtype)
     ref = boxes(500, 300, 400, dtype)
@@ -158,6 +181,7 @@ def test_box_coder(backend, dtype, seed):
           backend("decode_boxes", codes[:0], ref[:0], w, 4.135, None))
 
 
+@large
 def test_decode_grid_stride_tail(backend, seed):
     # 20000 boxes x 106 classes: more decoded boxes than one pass of 8192 x 256 threads.
     ref = boxes(20000, 800, 1088)
@@ -167,7 +191,8 @@ def test_decode_grid_stride_tail(backend, seed):
 
 # ---- nms ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n", [0, 1, 300, 3000])
+@small
+@pytest.mark.parametrize("n", [*(pytest.param(n, marks=sanitize_ci) for n in [0, 1, 300]), 3000])
 def test_nms(backend, n, seed):
     b = boxes(n, 600, 800)
     s = torch.randperm(n).float() / max(n, 1)
@@ -175,7 +200,8 @@ def test_nms(backend, n, seed):
     check(backend, "batched_nms", b, s, torch.randint(0, 80, (n,)), 0.5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@sanitize_ci
+@pytest.mark.parametrize("dtype", first([torch.float64, torch.float16, torch.bfloat16], small))
 def test_nms_dtypes(backend, dtype, seed):
     b = boxes(700, 600, 800, dtype)
     s = torch.rand(700).to(dtype)  # ties in half precision: the sort is stable on both sides
@@ -183,6 +209,8 @@ def test_nms_dtypes(backend, dtype, seed):
     check(backend, "batched_nms", b, s, torch.randint(0, 5, (700,)), 0.5)
 
 
+@small
+@sanitize_ci
 def test_batched_nms_negative_and_sparse_categories(backend, seed):
     # Any int64 category is a category: negative ones, huge ones (issue 10, defect 1).
     b = boxes(400, 300, 300)
@@ -203,6 +231,7 @@ def test_batched_nms_far_tiles(backend, seed):
     check(backend, "batched_nms", b, s, idxs, 0.5)
 
 
+@large
 def test_batched_nms_removed_bits_in_global_memory(backend, seed):
     # One category over 131072 boxes: its removed bits no longer fit in shared memory. Small
     # boxes spread over a large image, so most survive the mask band and reach the far tests.
@@ -227,7 +256,7 @@ def _backward_matches(backend, op, grad, *args, dtype):
         torch.testing.assert_close(b, a, **_atomic_tols(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -243,6 +272,7 @@ def test_roi_align(backend, dtype, aligned, sampling_ratio, channels_last, seed)
                       sampling_ratio, aligned, dtype=dtype)
 
 
+@small
 def test_roi_align_large_rois_and_empty(backend, seed):
     # Adaptive sampling grids too large for the shared tap table (taps computed per sample).
     x = torch.randn(1, 3, 300, 320)
@@ -254,6 +284,8 @@ def test_roi_align_large_rois_and_empty(backend, seed):
     check(backend, "_roi_align_backward", out[:0], rois[:0], 1.0, 7, 7, 1, 3, 300, 320, 2, False)
 
 
+@small
+@sanitize_ci
 def test_roi_align_guards(backend, seed):
     """ROIs the CPU rejects (batch index outside the batch, not an integer, NaN): the CUDA kernel
     pools zeros for them, and gives them no gradient, without a host sync."""
@@ -287,7 +319,7 @@ def _off_level_boundaries(b, scale=224, margin=1e-3):
     return torch.cat([c - half, c + half], 1)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_multilevel_roi_align(backend, dtype, channels_last, seed):
     feats = [torch.randn(2, 8, 100 >> i, 136 >> i, dtype=dtype) for i in range(4)]
@@ -302,6 +334,7 @@ def test_multilevel_roi_align(backend, dtype, channels_last, seed):
                       [f.shape[2] for f in feats], [f.shape[3] for f in feats], dtype=dtype)
 
 
+@small
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_multilevel_roi_align_channel_blocks(backend, channels_last, seed):
     """Several blocks of channels per ROI with a partial last one (40 channels: 32 + 8 on
@@ -315,6 +348,8 @@ def test_multilevel_roi_align_channel_blocks(backend, channels_last, seed):
           224, 4, 1e-6)
 
 
+@small
+@sanitize_ci
 def test_multilevel_roi_align_guards(backend, seed):
     feats = [torch.randn(2, 4, 50 >> i, 68 >> i) for i in range(4)]
     b = _off_level_boundaries(boxes(16, 200, 272, torch.float64)).float()
@@ -331,7 +366,8 @@ def test_multilevel_roi_align_guards(backend, seed):
 
 # ---- paste_masks -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES)
+# float32 in .ci/run's set; none in ThreadSanitizer's (full-size masks: tens of minutes there)
+@pytest.mark.parametrize("dtype", first(DTYPES, sanitize_ci))
 @pytest.mark.parametrize("threshold", [None, 0.5])
 def test_paste_masks(backend, dtype, threshold, seed):
     masks = torch.rand(30, 1, 28, 28).to(dtype)
@@ -343,6 +379,8 @@ def test_paste_masks(backend, dtype, threshold, seed):
     check(backend, "paste_masks", masks[:0], b[:0], None, None, 300, 400, 1, threshold)
 
 
+@small
+@sanitize_ci
 def test_paste_masks_guards(backend, seed):
     """An image index outside image_sizes, or a NaN box: an all-zero mask instead of a read out
     of bounds (the CPU raises for the index)."""
@@ -359,11 +397,9 @@ def test_paste_masks_guards(backend, seed):
 
 # ---- fused inference ops -----------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
 def test_rpn_proposals(backend, dtype, seed):
-    from test_rpn_proposals import _inputs
-
-    obj, deltas, gen, strides, _, image_sizes = _inputs(2, 5, dtype)
+    obj, deltas, gen, strides, _, image_sizes = rpn_inputs(2, 5, dtype)
     cells = [c.to(dtype) for c in gen.cell_anchors]
     flat = [s for st in strides for s in st]
     for pre, post in [(60, 40), (1000, 300)]:
@@ -371,83 +407,7 @@ def test_rpn_proposals(backend, dtype, seed):
                                backend("rpn_proposals", obj, deltas, cells, flat, image_sizes, pre, post, 0.7, 1e-3, 0.0))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_detection_postprocess(backend, dtype, seed):
-    from test_detection_postprocess import _inputs
-
-    logits, reg, props, _, sizes = _inputs(3, 40, 7, dtype)
-    w = [10.0, 10.0, 5.0, 5.0]
-    for counts in [None, torch.tensor([40, 33, 0])]:
-        args = (logits, reg, props, counts, sizes, w, 4.135, 0.05, 0.5, 60)
-        _close(backend, dtype)(cpu("detection_postprocess", *args), backend("detection_postprocess", *args))
-
-
-# ---- training ops ------------------------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_box_iou(backend, dtype, seed):
-    check(backend, "box_iou", boxes(300, 200, 300, dtype), boxes(170, 200, 300, dtype))
-    check(backend, "box_iou", boxes(0, 200, 300, dtype), boxes(17, 200, 300, dtype))
-
-
-def test_box_iou_grid_stride_tail(backend, seed):
-    # 4100 x 4100 pairs: more than the 65536 blocks x 256 threads of one pass.
-    check(backend, "box_iou", boxes(4100, 800, 1088), boxes(4100, 800, 1088))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("low_quality", [False, True])
-def test_match_boxes(backend, dtype, low_quality, seed):
-    from test_match_boxes import _problem
-
-    for shared, grid, box_counts in [(False, None, None), (True, None, None), (False, 16.0, [70, 0, 200])]:
-        gt, counts, b, bc = _problem([5, 0, 12], 200, dtype, grid=grid, shared=shared, box_counts=box_counts)
-        check(backend, "match_boxes", gt, counts, b, bc, 0.7, 0.3, low_quality)
-
-
-def test_match_boxes_many_gt_and_tail(backend, seed):
-    from test_match_boxes import _problem
-
-    # Over 128 ground-truth boxes: several chunks in shared memory; float64 keys.
-    gt, counts, b, _ = _problem([300, 140], 3000, torch.float64)
-    check(backend, "match_boxes", gt, counts, b, None, 0.5, 0.4, True)
-    # Over 2048 blocks x 256 threads of boxes: the grid-stride tail.
-    gt, counts, b, _ = _problem([3], 530_000, shared=True)
-    check(backend, "match_boxes", gt, counts, b, None, 0.7, 0.3, True)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_mask_targets(backend, dtype, seed):
-    from test_mask_targets import _boxes as mt_boxes
-    from test_mask_targets import _masks
-
-    sizes = [(37, 53), (64, 40), (21, 30)]
-    masks = [_masks(int(torch.randint(1, 5, ())), h, w) for h, w in sizes]
-    b = torch.cat([mt_boxes(14, h, w) for h, w in sizes]).to(dtype)
-    img = torch.arange(3).repeat_interleave(14)
-    gt = torch.cat([torch.randint(0, m.shape[0], (14,)) for m in masks])
-    check(backend, "mask_targets", masks, b, img, gt, 28)
-    check(backend, "mask_targets", masks, b[:0], img[:0], gt[:0], 28)
-
-
-def test_mask_targets_many_images_and_guards(backend, seed):
-    """Over 64 images (one launch per 64), and indices the CPU rejects: zeros, no read out of
-    bounds."""
-    from test_mask_targets import _masks
-
-    masks = [_masks(2, 20 + i % 7, 24 + i % 5) for i in range(70)]
-    b = boxes(140, 20, 24)
-    img = torch.arange(70).repeat_interleave(2)
-    gt = torch.randint(0, 2, (140,))
-    check(backend, "mask_targets", masks, b, img, gt, 14)
-    bad_img, bad_gt = img.clone(), gt.clone()
-    bad_img[[3, 77]] = torch.tensor([70, -1])
-    bad_gt[[10, 100]] = torch.tensor([2, -1])
-    expected = cpu("mask_targets", masks, b, img, gt, 14)
-    expected[[3, 77, 10, 100]] = 0
-    same(expected, backend("mask_targets", masks, b, bad_img, bad_gt, 14))
-
-
+@small
 def test_rpn_proposals_ties_and_nan(backend):
     """Tied logits rank by torchvision's (y, x, a) index on both devices (issue 10, defect 2),
     and a NaN logit or score ranks first whatever its sign bit (defect 3)."""
@@ -472,3 +432,73 @@ def test_rpn_proposals_ties_and_nan(backend):
     keep = check(backend, "nms", b, scores, 0.5)
     assert keep[:2].tolist() == [3, 17]
     check(backend, "batched_nms", b, scores, torch.randint(0, 3, (50,)), 0.5)
+
+
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
+def test_detection_postprocess(backend, dtype, seed):
+    logits, reg, props, _, sizes = detection_inputs(3, 40, 7, dtype)
+    w = [10.0, 10.0, 5.0, 5.0]
+    for counts in [None, torch.tensor([40, 33, 0])]:
+        args = (logits, reg, props, counts, sizes, w, 4.135, 0.05, 0.5, 60)
+        _close(backend, dtype)(cpu("detection_postprocess", *args), backend("detection_postprocess", *args))
+
+
+# ---- training ops ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
+def test_box_iou(backend, dtype, seed):
+    check(backend, "box_iou", boxes(300, 200, 300, dtype), boxes(170, 200, 300, dtype))
+    check(backend, "box_iou", boxes(0, 200, 300, dtype), boxes(17, 200, 300, dtype))
+
+
+@large
+def test_box_iou_grid_stride_tail(backend, seed):
+    # 4100 x 4100 pairs: more than the 65536 blocks x 256 threads of one pass.
+    check(backend, "box_iou", boxes(4100, 800, 1088), boxes(4100, 800, 1088))
+
+
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_match_boxes(backend, dtype, low_quality, seed):
+    for shared, grid, box_counts in [(False, None, None), (True, None, None), (False, 16.0, [70, 0, 200])]:
+        gt, counts, b, bc = match_problem([5, 0, 12], 200, dtype, grid=grid, shared=shared, box_counts=box_counts)
+        check(backend, "match_boxes", gt, counts, b, bc, 0.7, 0.3, low_quality)
+
+
+@large
+def test_match_boxes_many_gt_and_tail(backend, seed):
+    # Over 128 ground-truth boxes: several chunks in shared memory; float64 keys.
+    gt, counts, b, _ = match_problem([300, 140], 3000, torch.float64)
+    check(backend, "match_boxes", gt, counts, b, None, 0.5, 0.4, True)
+    # Over 2048 blocks x 256 threads of boxes: the grid-stride tail.
+    gt, counts, b, _ = match_problem([3], 530_000, shared=True)
+    check(backend, "match_boxes", gt, counts, b, None, 0.7, 0.3, True)
+
+
+@pytest.mark.parametrize("dtype", ONE_DTYPE)
+def test_mask_targets(backend, dtype, seed):
+    sizes = [(37, 53), (64, 40), (21, 30)]
+    masks = [blob_masks(int(torch.randint(1, 5, ())), h, w) for h, w in sizes]
+    b = torch.cat([boxes_of_every_kind(14, h, w) for h, w in sizes]).to(dtype)
+    img = torch.arange(3).repeat_interleave(14)
+    gt = torch.cat([torch.randint(0, m.shape[0], (14,)) for m in masks])
+    check(backend, "mask_targets", masks, b, img, gt, 28)
+    check(backend, "mask_targets", masks, b[:0], img[:0], gt[:0], 28)
+
+
+@small
+@sanitize_ci
+def test_mask_targets_many_images_and_guards(backend, seed):
+    """Over 64 images (one launch per 64), and indices the CPU rejects: zeros, no read out of
+    bounds."""
+    masks = [blob_masks(2, 20 + i % 7, 24 + i % 5) for i in range(70)]
+    b = boxes(140, 20, 24)
+    img = torch.arange(70).repeat_interleave(2)
+    gt = torch.randint(0, 2, (140,))
+    check(backend, "mask_targets", masks, b, img, gt, 14)
+    bad_img, bad_gt = img.clone(), gt.clone()
+    bad_img[[3, 77]] = torch.tensor([70, -1])
+    bad_gt[[10, 100]] = torch.tensor([2, -1])
+    expected = cpu("mask_targets", masks, b, img, gt, 14)
+    expected[[3, 77, 10, 100]] = 0
+    same(expected, backend("mask_targets", masks, b, bad_img, bad_gt, 14))

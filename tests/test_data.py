@@ -7,8 +7,6 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
-from _coco_folder import IMAGES, make_coco_folder, make_photo_coco_folder
-from conftest import needs_pycocotools
 from maskrcnn_fast.data import (
     CocoDetection,
     Compose,
@@ -21,6 +19,8 @@ from maskrcnn_fast.data import (
 from maskrcnn_fast.data.images import load_image, read_rgb
 from maskrcnn_fast.data.samplers import aspect_ratio_bins
 from maskrcnn_fast.data.transforms import hflip
+from support import needs_pycocotools
+from support.coco import IMAGES, make_coco_folder, make_photo_coco_folder
 
 
 @pytest.fixture

@@ -17,33 +17,14 @@ from torchvision.ops.boxes import _batched_nms_vanilla
 
 from maskrcnn_fast.ops import detection_postprocess, detections_to_list
 from maskrcnn_fast.ops import reference as ref
+from support.ops import DET_H, DET_W, detection_inputs
 
-H, W = 96, 128
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
 @pytest.fixture(autouse=True)
 def _exact_batched_nms(monkeypatch):
     monkeypatch.setattr(box_ops, "batched_nms", _batched_nms_vanilla)
-
-
-def _inputs(n, p, c, dtype=torch.float32, device="cpu", counts=None, extreme=True):
-    g = torch.float64
-    cx, cy = torch.rand(n, p, dtype=g) * W, torch.rand(n, p, dtype=g) * H
-    wh = torch.exp(torch.rand(n, p, 2, dtype=g) * 3) * 4
-    props = torch.stack([cx - wh[..., 0] / 2, cy - wh[..., 1] / 2, cx + wh[..., 0] / 2, cy + wh[..., 1] / 2], -1)
-    props = props.clamp(min=0)
-    logits = torch.randn(n * p, c, dtype=g) * 2
-    logits[:, 0] += 1.0
-    reg = torch.randn(n * p, 4 * c, dtype=g)
-    if extreme:
-        reg.view(-1)[torch.randint(0, reg.numel(), (reg.numel() // 20,))] = 100.0
-        reg.view(-1)[torch.randint(0, reg.numel(), (reg.numel() // 20,))] = -200.0
-    sizes = torch.tensor([(H - 7 * i, W - 11 * i) for i in range(n)], dtype=torch.int64)
-    if counts is not None:
-        counts = torch.tensor(counts, dtype=torch.int64, device=device)
-    to = dict(dtype=dtype, device=device)
-    return logits.to(**to), reg.to(**to), props.to(**to), counts, sizes.to(device)
 
 
 def _torchvision(logits, reg, props, counts, sizes, score_thresh, nms_thresh, d):
@@ -67,12 +48,12 @@ def _tols(dtype, scale):
 @pytest.mark.parametrize("score_thresh", [0.05, 0.3])
 def test_matches_torchvision_and_reference(device, seed, n, counts, dtype, score_thresh):
     p, c, d = 40, 7, 60
-    logits, reg, props, cnt, sizes = _inputs(n, p, c, dtype, device, counts)
+    logits, reg, props, cnt, sizes = detection_inputs(n, p, c, dtype, device, counts)
     out = detection_postprocess(logits, reg, props, cnt, sizes, WEIGHTS, math.log(1000 / 16), score_thresh, 0.5, d)
     boxes, scores, labels, counts_out, index = out
     assert boxes.shape == (n, d, 4) and scores.shape == (n, d) and labels.shape == (n, d)
     assert labels.dtype == counts_out.dtype == index.dtype == torch.int64
-    box_tol, score_tol = _tols(dtype, max(H, W))
+    box_tol, score_tol = _tols(dtype, max(DET_H, DET_W))
     tv = _torchvision(logits, reg, props, cnt, sizes, score_thresh, 0.5, d)
     got = detections_to_list(boxes.cpu(), scores.cpu(), labels.cpu(), counts_out.cpu())
     for i, (b, s, lb, tb, ts, tl) in enumerate(zip(*got, *tv)):
@@ -94,7 +75,7 @@ def test_matches_torchvision_and_reference(device, seed, n, counts, dtype, score
 
 
 def test_truncation_and_all_filtered(device, seed):
-    logits, reg, props, _, sizes = _inputs(2, 30, 5, torch.float64, device)
+    logits, reg, props, _, sizes = detection_inputs(2, 30, 5, torch.float64, device)
     out = detection_postprocess(logits, reg, props, None, sizes, detections_per_img=4, score_thresh=0.01)
     assert out[3].tolist() == [4, 4]
     tv = _torchvision(logits, reg, props, None, sizes, 0.01, 0.5, 4)
@@ -110,7 +91,7 @@ def test_truncation_and_all_filtered(device, seed):
 
 def test_chained_with_rpn_proposals_padding(device, seed):
     # Padded proposals + counts straight from rpn_proposals: padding rows are ignored.
-    logits, reg, props, _, sizes = _inputs(2, 20, 4, torch.float32, device)
+    logits, reg, props, _, sizes = detection_inputs(2, 20, 4, torch.float32, device)
     counts = torch.tensor([20, 9], device=device)
     padded = props.clone()
     padded[1, 9:] = 0
@@ -120,7 +101,7 @@ def test_chained_with_rpn_proposals_padding(device, seed):
 
 
 def test_noncontiguous(device, seed):
-    logits, reg, props, _, sizes = _inputs(2, 25, 6, torch.float32, device)
+    logits, reg, props, _, sizes = detection_inputs(2, 25, 6, torch.float32, device)
     expected = detection_postprocess(logits, reg, props, None, sizes)
     got = detection_postprocess(
         logits.t().contiguous().t(), torch.stack([reg, reg], 1)[:, 0],
@@ -132,7 +113,7 @@ def test_noncontiguous(device, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(device, seed, dtype):
-    logits, reg, props, _, sizes = _inputs(2, 30, 5, dtype, device, extreme=False)
+    logits, reg, props, _, sizes = detection_inputs(2, 30, 5, dtype, device, extreme=False)
     boxes, scores, labels, counts, _ = detection_postprocess(logits, reg, props, None, sizes)
     assert boxes.dtype == dtype and scores.dtype == dtype
     r = ref.detection_postprocess(logits.float(), reg.float(), props.float(), None, sizes)
@@ -143,7 +124,7 @@ def test_half_precision(device, seed, dtype):
 
 
 def test_nan_inputs(device, seed):
-    logits, reg, props, _, sizes = _inputs(1, 30, 5, torch.float32, device)
+    logits, reg, props, _, sizes = detection_inputs(1, 30, 5, torch.float32, device)
     logits[:3, 1] = float("nan")
     reg[3:6] = float("nan")
     boxes, scores, labels, counts, index = detection_postprocess(logits, reg, props, None, sizes, score_thresh=0.01)
@@ -153,7 +134,7 @@ def test_nan_inputs(device, seed):
 
 
 def test_opcheck(device, seed):
-    logits, reg, props, counts, sizes = _inputs(2, 12, 4, torch.float32, device, counts=[12, 5])
+    logits, reg, props, counts, sizes = detection_inputs(2, 12, 4, torch.float32, device, counts=[12, 5])
     for cnt in (counts, None):
         torch.library.opcheck(
             torch.ops.maskrcnn_fast.detection_postprocess.default,
@@ -162,7 +143,7 @@ def test_opcheck(device, seed):
 
 
 def test_bad_inputs(device, seed):
-    logits, reg, props, counts, sizes = _inputs(2, 10, 4, torch.float32, device, counts=[10, 5])
+    logits, reg, props, counts, sizes = detection_inputs(2, 10, 4, torch.float32, device, counts=[10, 5])
 
     def call(lg=logits, rg=reg, pr=props, pc=counts, sz=sizes, w=WEIGHTS, nms=0.5, d=10):
         return detection_postprocess(lg, rg, pr, pc, sz, w, math.log(1000 / 16), 0.05, nms, d)

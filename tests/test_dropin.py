@@ -1,5 +1,8 @@
-"""Drop-in wherever torchvision's ops and model are used: torch.autocast, quantized tensors,
-gradients with respect to the input images, TorchScript, and torchvision's public signatures.
+"""Drop-in wherever torchvision's ops and model are used, across ops and for the model:
+torch.autocast (the fused ops' dtypes, the model), gradients with respect to the input images,
+TorchScript, and torchvision's public signatures. One op's drop-in cases (autocast, quantized
+tensors, scripting, box formats) are in that op's file: tests/test_roi_align.py, test_nms.py,
+test_box_iou.py, test_multilevel_roi_align.py.
 
 torchvision is the oracle throughout: the same call on torchvision's op or model, under the same
 autocast. CUDA variants run through the ``device`` fixture (skipped without a GPU).
@@ -9,7 +12,6 @@ import math
 
 import pytest
 import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision import ops as tvops
 from torchvision.models.detection import MaskRCNN as TVMaskRCNN
@@ -19,160 +21,13 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone as t
 import maskrcnn_fast
 from maskrcnn_fast import ops
 from maskrcnn_fast.models import maskrcnn_resnet_fpn
-
-LOW = [torch.bfloat16, torch.float16]
-
-
-def _autocast(device, dtype):
-    return torch.autocast(device_type=device, dtype=dtype)
-
-
-def _ulps(dtype) -> float:
-    """One unit in the last place at 1.0 of ``dtype`` (its machine epsilon)."""
-    return torch.finfo(dtype).eps
-
-
-def _rois(k, n, height, width, scale, device, dtype=torch.float32):
-    """[K, 5] ROIs in input pixels over a map of height x width: mostly inside, some across the
-    border, some smaller than a pixel."""
-    h, w = height / scale, width / scale
-    xy = torch.rand(k, 2) * torch.tensor([w, h]) * 1.3 - torch.tensor([w, h]) * 0.15
-    wh = torch.rand(k, 2) * torch.tensor([w, h]) * 0.6
-    wh[: k // 4] *= 0.02
-    b = torch.randint(0, n, (k, 1)).float()
-    return torch.cat([b, xy, xy + wh], 1).to(device=device, dtype=dtype)
-
-
-def _boxes(n, size=200.0, device="cpu", dtype=torch.float32):
-    """n boxes of 4 .. size/2 pixels a side inside a size x size image."""
-    xy = torch.rand(n, 2) * size * 0.8
-    wh = 4 + torch.rand(n, 2) * size / 2
-    return torch.cat([xy, xy + wh], 1).to(device=device, dtype=dtype)
-
-
-def _distinct_scores(n, device="cpu", dtype=torch.float32):
-    """n distinct scores, exactly representable in float16 and bfloat16 (integers below 256
-    over 256): NMS orders them the same in every dtype, without ties."""
-    assert n <= 256
-    return (torch.randperm(256)[:n].double() / 256).to(device=device, dtype=dtype)
+from support.ops import LOW_DTYPES, autocast, boxes_in_square, distinct_scores, random_rois, ulps
 
 
 # ==== autocast: the ops ======================================================================
-#
-# torchvision registers autocast kernels for roi_align and nms that cast float16 / bfloat16 to
-# float32 (roi_align's result back to the input's dtype). Our kernels compute float16 / bfloat16
-# in float32 and round once, so every case below equals torchvision bit for bit on the CPU,
-# where our float32 kernels are torchvision's bit for bit; on CUDA, where they agree to 1e-5
-# (FMA contraction), the rounding to float16 / bfloat16 may then differ by one unit: one ulp of
-# the dtype, relative.
 
 
-def _assert_same(ours, theirs, device, dtype):
-    assert ours.dtype == theirs.dtype
-    if device == "cpu":
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
-    else:
-        torch.testing.assert_close(ours, theirs, rtol=_ulps(dtype), atol=_ulps(dtype))
-
-
-@pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("low", ["input", "rois", "both"])
-@pytest.mark.parametrize("sampling_ratio, aligned", [(-1, False), (2, True), (0, True)])
-def test_autocast_roi_align(device, seed, dtype, low, sampling_ratio, aligned):
-    x = torch.randn(2, 6, 13, 17, device=device)
-    rois = _rois(20, 2, 13, 17, 0.5, device)
-    if low in ("input", "both"):
-        x = x.to(dtype)
-    if low in ("rois", "both"):
-        rois = rois.to(dtype)
-    x.requires_grad_(True)
-    args = ((3, 4), 0.5, sampling_ratio, aligned)
-    with _autocast(device, dtype):
-        ours = ops.roi_align(x, rois, *args)
-        theirs = tvops.roi_align(x, rois, *args)
-        ours_list = ops.roi_align(x, [rois[rois[:, 0] == i, 1:] for i in range(2)], *args)
-        theirs_list = tvops.roi_align(x, [rois[rois[:, 0] == i, 1:] for i in range(2)], *args)
-    _assert_same(ours, theirs, device, x.dtype)
-    _assert_same(ours_list, theirs_list, device, x.dtype)
-    grad = torch.randn_like(ours)
-    g_ours = torch.autograd.grad(ours, x, grad)[0]
-    g_theirs = torch.autograd.grad(theirs, x, grad)[0]
-    _assert_same(g_ours, g_theirs, device, x.dtype)
-
-
-@pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("low_boxes", [False, True])
-def test_autocast_multiscale_roi_align(device, seed, dtype, low_boxes):
-    names = ["0", "1", "2", "3"]
-    feats = {k: torch.randn(2, 4, 64 >> i, 80 >> i, device=device, dtype=dtype).requires_grad_(True)
-             for i, k in enumerate(names)}
-    sizes = [(256, 320), (230, 300)]
-    boxes = []
-    for h, w in sizes:  # every FPN level: sides 8 .. 300 px
-        s = torch.exp(torch.empty(30).uniform_(math.log(8), math.log(300)))
-        c = torch.rand(30, 2) * torch.tensor([w, h])
-        boxes.append(torch.cat([c - s[:, None] / 2, c + s[:, None] / 2], 1).to(device))
-    if low_boxes:
-        boxes = [b.to(dtype) for b in boxes]
-    ours_m, theirs_m = ops.MultiScaleRoIAlign(names, 7, 2), tvops.MultiScaleRoIAlign(names, 7, 2)
-    with _autocast(device, dtype):
-        ours = ours_m(feats, boxes, sizes)
-        theirs = theirs_m(feats, boxes, sizes)
-    _assert_same(ours, theirs, device, dtype)
-    grad = torch.randn_like(ours)
-    for a, b in zip(torch.autograd.grad(ours, list(feats.values()), grad),
-                    torch.autograd.grad(theirs, list(feats.values()), grad)):
-        _assert_same(a, b, device, dtype)
-
-
-@pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("low", ["boxes", "scores", "both"])
-@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
-def test_autocast_nms(device, seed, dtype, low, thr):
-    boxes, scores = _boxes(200, device=device), _distinct_scores(200, device)
-    if low in ("boxes", "both"):
-        boxes = boxes.to(dtype)
-    if low in ("scores", "both"):
-        scores = scores.to(dtype)
-    with _autocast(device, dtype):
-        ours, theirs = ops.nms(boxes, scores, thr), tvops.nms(boxes, scores, thr)
-    assert torch.equal(ours, theirs)
-
-
-def _per_class_nms(boxes, scores, idxs, thr):
-    """torchvision's batched_nms definition, class by class (its per-class path): its public
-    function shifts the boxes by class in their own dtype first, which in float16 / bfloat16
-    rounds the coordinates (its coordinate trick), so it is not the oracle under autocast."""
-    keep = torch.cat([torch.where(idxs == c)[0][tvops.nms(boxes[idxs == c], scores[idxs == c], thr)]
-                      for c in torch.unique(idxs)])
-    return keep[scores[keep].float().sort(descending=True)[1]]
-
-
-@pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("mixed", [False, True])
-def test_autocast_batched_nms(device, seed, dtype, mixed):
-    boxes, scores = _boxes(200, device=device, dtype=dtype), _distinct_scores(200, device)
-    scores = scores if mixed else scores.to(dtype)
-    idxs = torch.randint(0, 5, (200,), device=device)
-    with _autocast(device, dtype):
-        ours = ops.batched_nms(boxes, scores, idxs, 0.5)
-        theirs = _per_class_nms(boxes, scores, idxs, 0.5)
-    assert torch.equal(ours, theirs)
-
-
-@pytest.mark.parametrize("dtype", LOW)
-@pytest.mark.parametrize("mixed", [False, True])
-def test_autocast_box_iou(device, seed, dtype, mixed):
-    a = _boxes(30, device=device, dtype=dtype)
-    b = _boxes(40, device=device, dtype=torch.float32 if mixed else dtype)
-    with _autocast(device, dtype):
-        ours, theirs = ops.box_iou(a, b), tvops.box_iou(a, b)
-    assert ours.dtype == theirs.dtype == torch.float32
-    tol = 0 if device == "cpu" else 1e-6
-    torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol)
-
-
-@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
 def test_autocast_fused_ops_dtypes(device, seed, dtype):
     """The dtypes torchvision's model has at the same places (see maskrcnn_fast/ops/_autocast.py):
     proposals in float32 on both devices; detections and pasted masks in the network's dtype on
@@ -181,13 +36,13 @@ def test_autocast_fused_ops_dtypes(device, seed, dtype):
     n, p, c = 2, 30, 5
     logits = torch.randn(n * p, c, device=device).to(dtype)
     regression = (torch.randn(n * p, 4 * c, device=device) * 0.5).to(dtype)
-    proposals = _boxes(n * p, 100.0, device).reshape(n, p, 4)  # float32, as rpn_proposals gives
+    proposals = boxes_in_square(n * p, 100.0, device).reshape(n, p, 4)  # float32, as rpn_proposals gives
     sizes = torch.tensor([[100, 100], [90, 110]], device=device)
     args = (None, sizes, (10.0, 10.0, 5.0, 5.0), math.log(1000 / 16), 0.05, 0.5, 20)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         det = ops.detection_postprocess(logits, regression, proposals, *args)
         probs = torch.rand(7, 1, 14, 14, device=device).to(dtype)
-        pasted = ops.paste_masks(probs, _boxes(7, 100.0, device), (100, 100))
+        pasted = ops.paste_masks(probs, boxes_in_square(7, 100.0, device), (100, 100))
         decoded = ops.decode_boxes(regression[:, :4], proposals.reshape(-1, 4))
         obj = [torch.randn(n, 3, 8, 8, device=device).to(dtype)]
         deltas = [torch.randn(n, 12, 8, 8, device=device).to(dtype) * 0.1]
@@ -211,7 +66,7 @@ def test_autocast_policy_cuda_kernels_on_cpu_tensors(seed):
 
     logits = torch.randn(20, 3).bfloat16()
     regression = torch.randn(20, 12).bfloat16()
-    proposals = _boxes(20, 100.0).reshape(1, 20, 4)
+    proposals = boxes_in_square(20, 100.0).reshape(1, 20, 4)
     sizes = torch.tensor([[100, 100]])
     kernel = _autocast.float32(torch.ops.maskrcnn_fast.detection_postprocess.default)
     out = kernel(logits, regression, proposals, None, sizes, [10.0, 10.0, 5.0, 5.0], 4.0, 0.05, 0.5, 10)
@@ -333,7 +188,7 @@ def _variant(model, variant):
 _ULPS = {"eager": (1, 1), "static_shapes": (1, 1), "optimized": (4, 4)}
 
 
-@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
 @pytest.mark.parametrize("variant", ["eager", "static_shapes", "optimized"])
 def test_autocast_eval_matches_torchvision(device, seed, dtype, variant):
     """Every (proposal, class) pair of two images, ~680 each, with its mask: the same set of
@@ -345,7 +200,7 @@ def test_autocast_eval_matches_torchvision(device, seed, dtype, variant):
     tv.eval()
     model = _variant(ours.eval(), variant)
     images = _images(device)
-    with torch.no_grad(), _autocast(device, dtype):
+    with torch.no_grad(), autocast(device, dtype):
         want, got = tv(images), model(images)
     score_ulps, mask_ulps = _ULPS[variant]
     for g, w in zip(got, want):
@@ -355,11 +210,11 @@ def test_autocast_eval_matches_torchvision(device, seed, dtype, variant):
         assert torch.equal(g["labels"], w["labels"])
         assert torch.equal(g["boxes"], w["boxes"])
         torch.testing.assert_close(g["scores"].float(), w["scores"].float(),
-                                   rtol=score_ulps * _ulps(dtype), atol=0)
-        torch.testing.assert_close(g["masks"].float(), w["masks"].float(), rtol=0, atol=mask_ulps * _ulps(dtype))
+                                   rtol=score_ulps * ulps(dtype), atol=0)
+        torch.testing.assert_close(g["masks"].float(), w["masks"].float(), rtol=0, atol=mask_ulps * ulps(dtype))
 
 
-@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
 def test_autocast_train_matches_torchvision(device, seed, dtype):
     """Training under autocast: torchvision's five losses from the same weights, inputs and RNG.
     Every proposal is sampled (no order-dependent pick) and the RPN's sampled anchors are
@@ -377,15 +232,15 @@ def test_autocast_train_matches_torchvision(device, seed, dtype):
     ours.train()
     images, targets = _images(device), _exact_targets(device)
     torch.manual_seed(seed + 1)  # the samplers' draws: the same for both
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         want = tv(images, targets)
     torch.manual_seed(seed + 1)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         got = ours(images, targets)
     assert list(got) == list(want)
     for k in want:
         assert got[k].dtype == want[k].dtype, k
-        rtol = 2 * _ulps(dtype) if (device == "cpu" and k == "loss_box_reg") else 1e-3
+        rtol = 2 * ulps(dtype) if (device == "cpu" and k == "loss_box_reg") else 1e-3
         torch.testing.assert_close(got[k].float(), want[k].float(), rtol=rtol, atol=1e-6, msg=k)
     sum(got.values()).backward()
     missing = [n for n, p in ours.named_parameters() if p.requires_grad and p.grad is None]
@@ -535,7 +390,7 @@ def test_detection_postprocess_and_paste_masks_gradcheck(seed):
     n, p, c = 2, 12, 4
     logits = torch.randn(n * p, c, dtype=torch.float64, requires_grad=True)
     regression = (torch.randn(n * p, 4 * c, dtype=torch.float64) * 0.3).requires_grad_(True)
-    proposals = _boxes(n * p, 60.0, dtype=torch.float64).reshape(n, p, 4)
+    proposals = boxes_in_square(n * p, 60.0, dtype=torch.float64).reshape(n, p, 4)
     sizes = torch.tensor([[60, 60], [50, 70]])
 
     def post(cl, br):
@@ -546,84 +401,8 @@ def test_detection_postprocess_and_paste_masks_gradcheck(seed):
 
     assert torch.autograd.gradcheck(post, (logits, regression))
     masks = torch.rand(5, 1, 7, 7, dtype=torch.float64, requires_grad=True)
-    boxes = _boxes(5, 30.0, dtype=torch.float64)
+    boxes = boxes_in_square(5, 30.0, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda m: ops.paste_masks(m, boxes, (30, 34)), (masks,))
-
-
-# ==== quantized tensors ======================================================================
-#
-# torchvision's roi_align on quantized tensors (CPU) is its qroi_align kernel, its nms on them
-# qnms: ours are bit for bit the same (see maskrcnn_fast/ops/_quantized.py).
-
-QDTYPES = [torch.quint8, torch.qint8, torch.qint32]
-
-
-def _quantize(t, scale, zero_point, qdtype):
-    return torch.quantize_per_tensor(t, scale, zero_point, qdtype)
-
-
-@pytest.mark.parametrize("qdtype", QDTYPES)
-@pytest.mark.parametrize("scale, zero_point", [(1.0, 0), (2.0, 10), (0.1, 50), (0.37, 3)])
-@pytest.mark.parametrize("aligned", [False, True])
-@pytest.mark.parametrize("sampling_ratio, spatial_scale", [(-1, 1.0), (2, 0.5), (0, 0.25)])
-def test_quantized_roi_align_matches_torchvision(seed, qdtype, scale, zero_point, aligned, sampling_ratio,
-                                                 spatial_scale):
-    x = torch.randint(0, 100, (1, 3, 11, 13)).float() * scale
-    qx = _quantize(x, scale, zero_point, qdtype)
-    rois = _rois(40, 1, 11, 13, spatial_scale, "cpu")
-    qrois = _quantize(rois, scale, zero_point, qdtype)
-    args = ((3, 4), spatial_scale, sampling_ratio, aligned)
-    theirs = tvops.roi_align(qx, qrois, *args)
-    for ours in (ops.roi_align(qx, qrois, *args), ops.RoIAlign(*args)(qx, qrois),
-                 torch.ops.maskrcnn_fast.roi_align(qx, qrois, spatial_scale, 3, 4, sampling_ratio, aligned),
-                 ops.roi_align(qx, qrois.dequantize(), *args)):  # float ROIs too (torchvision refuses them)
-        assert ours.dtype == theirs.dtype and ours.is_quantized
-        assert (ours.q_scale(), ours.q_zero_point()) == (theirs.q_scale(), theirs.q_zero_point())
-        assert torch.equal(ours.int_repr(), theirs.int_repr())
-
-
-@pytest.mark.parametrize("qdtype", QDTYPES)
-def test_quantized_roi_align_several_images(seed, qdtype):
-    """torchvision's qroi_align takes one image; ours takes a batch, reading the batch index:
-    each image's rows are torchvision's on that image alone."""
-    scale, zero_point = 0.5, 4
-    x = torch.randint(0, 60, (3, 4, 9, 12)).float() * scale
-    qx = _quantize(x, scale, zero_point, qdtype)
-    rois = _rois(30, 3, 9, 12, 1.0, "cpu")
-    qrois = _quantize(rois, 0.5, 0, qdtype)  # batch indices 0, 1, 2 exact
-    with pytest.raises(RuntimeError, match="one image"):
-        tvops.roi_align(qx, qrois, 3)
-    ours = ops.roi_align(qx, qrois, (3, 3), 1.0, 2, True)
-    index = qrois.dequantize()[:, 0].long()
-    for i in range(3):
-        theirs = tvops.roi_align(qx[i: i + 1], _quantize(qrois.dequantize()[index == i], 0.5, 0, qdtype),
-                                 (3, 3), 1.0, 2, True)
-        assert torch.equal(ours.int_repr()[index == i], theirs.int_repr())
-    bad = rois.clone()
-    bad[3, 0] = 3.0
-    with pytest.raises(RuntimeError, match=r"rois\[3, 0\]"):
-        ops.roi_align(qx, _quantize(bad, 0.5, 0, qdtype), 3)
-
-
-@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8])
-@pytest.mark.parametrize("scale, zero_point", [(1.0, 0), (2.0, 50), (3.0, 10), (0.5, 7)])
-@pytest.mark.parametrize("iou", [0.2, 0.5, 0.8])
-def test_quantized_nms_matches_torchvision(seed, qdtype, scale, zero_point, iou):
-    """Integer coordinates: many exact IoU ties with the threshold, and many tied scores."""
-    boxes = _boxes(300, 100.0)
-    scores = torch.rand(300) * 100
-    qboxes = _quantize(boxes, scale, zero_point, qdtype)
-    qscores = _quantize(scores, scale, zero_point, qdtype)
-    theirs = tvops.nms(qboxes, qscores, iou)
-    assert torch.equal(ops.nms(qboxes, qscores, iou), theirs)
-    idxs = torch.randint(0, 4, (300,))
-    ours = ops.batched_nms(qboxes, qscores, idxs, iou)
-    # torchvision's batched_nms fails on quantized tensors; its definition, class by class:
-    want = torch.cat([torch.where(idxs == c)[0][tvops.nms(qboxes[idxs == c], qscores[idxs == c], iou)]
-                      for c in range(4)])
-    assert torch.equal(ours.sort()[0], want.sort()[0])
-    s = qscores.int_repr()[ours]
-    assert bool((s[:-1] >= s[1:]).all())
 
 
 # ==== TorchScript ============================================================================
@@ -641,7 +420,7 @@ def _scripted_pipeline(features: Tensor, boxes: Tensor, scores: Tensor, labels: 
 
 def test_script_ops_match_eager_and_torchvision(device, seed):
     x = torch.randn(2, 5, 12, 15, device=device)
-    rois = _rois(20, 2, 12, 15, 0.5, device)
+    rois = random_rois(20, 2, 12, 15, 0.5, device=device)
     scripted = torch.jit.script(ops.roi_align)
     for size in (5, (3, 4), [2, 3]):
         want = tvops.roi_align(x, rois, size, 0.5, 2, True)
@@ -653,7 +432,7 @@ def test_script_ops_match_eager_and_torchvision(device, seed):
     assert torch.equal(module(x, rois), ops.roi_align(x, rois, (3, 4), 0.5, 2, True))
     assert torch.equal(module(x, per_image), ops.roi_align(x, per_image, (3, 4), 0.5, 2, True))
 
-    boxes, scores = _boxes(100, device=device), _distinct_scores(100, device)
+    boxes, scores = boxes_in_square(100, device=device), distinct_scores(100, device)
     idxs = torch.randint(0, 3, (100,), device=device)
     assert torch.equal(torch.jit.script(ops.nms)(boxes, scores, 0.5), tvops.nms(boxes, scores, 0.5))
     assert torch.equal(torch.jit.script(ops.batched_nms)(boxes, scores, idxs, 0.5),
@@ -666,45 +445,6 @@ def test_script_ops_match_eager_and_torchvision(device, seed):
     feats = torch.randn(1, 3, 50, 50, device=device)
     for a, b in zip(pipeline(feats, boxes, scores, idxs), _scripted_pipeline(feats, boxes, scores, idxs)):
         assert torch.equal(a, b)
-
-
-def test_script_quantized_roi_align(seed):
-    """The scripted op takes quantized tensors too (torchvision's scripted roi_align does not:
-    its quantized branch is Python only)."""
-    qx = _quantize(torch.randint(0, 50, (1, 2, 8, 8)).float(), 1.0, 0, torch.quint8)
-    qrois = _quantize(_rois(10, 1, 8, 8, 1.0, "cpu"), 1.0, 0, torch.quint8)
-    scripted = torch.jit.script(ops.roi_align)
-    assert torch.equal(scripted(qx, qrois, 3).int_repr(), tvops.roi_align(qx, qrois, 3).int_repr())
-
-
-# ==== box_iou formats and shapes =============================================================
-
-
-@pytest.mark.parametrize("fmt", ["xyxy", "xywh", "cxcywh"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64, torch.uint8])
-def test_box_iou_formats_match_torchvision(device, seed, fmt, dtype):
-    """torchvision's results, except for uint8 boxes, whose differences torchvision takes in
-    uint8 (wrapping around below 0): ours are exact, torchvision's on the same boxes as int64."""
-    a = _boxes(20, 60.0, device)
-    b = _boxes(30, 60.0, device)
-    if fmt != "xyxy":  # (x1, y1, w, h) or (cx, cy, w, h)
-        a = torch.cat([a[:, :2], a[:, 2:] - a[:, :2]], 1)
-        b = torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], 1)
-    a, b = (t.round() if not dtype.is_floating_point else t for t in (a, b))
-    a, b = a.to(dtype), b.to(dtype)
-    oracle = (lambda t: t.long()) if dtype == torch.uint8 else (lambda t: t)
-    tol = dict(rtol=0, atol=0) if device == "cpu" else dict(rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(ops.box_iou(a, b, fmt), tvops.box_iou(oracle(a), oracle(b), fmt), **tol)
-    # batched [..., N, 4], broadcast as torchvision does
-    a3, b3 = a.reshape(2, 10, 4), b.reshape(3, 1, 10, 4)
-    torch.testing.assert_close(ops.box_iou(a3, b3, fmt), tvops.box_iou(oracle(a3), oracle(b3), fmt), **tol)
-
-
-def test_box_iou_rotated_formats_raise():
-    with pytest.raises(ValueError, match="rotated"):
-        ops.box_iou(torch.rand(3, 5), torch.rand(4, 5), fmt="cxcywhr")
-    with pytest.raises(ValueError, match="fmt"):
-        ops.box_iou(torch.rand(3, 4), torch.rand(4, 4), fmt="yxyx")
 
 
 # ==== signatures =============================================================================
@@ -733,7 +473,7 @@ def test_model_signatures_match_torchvision():
     ours = dict((n, (k, d)) for n, k, d in _params(models.maskrcnn_resnet50_fpn))
     for n, k, d in theirs:
         assert n in ours and ours[n][0] == k, n
-        if n != "weights_backbone":  # the README's drop-in table: no download unless asked
+        if n != "weights_backbone":  # docs/dropin.md's table: no download unless asked
             assert ours[n][1] == d, n
     init = dict((n, (k, d)) for n, k, d in _params(models.MaskRCNN.__init__))
     for n, k, d in _params(tvdet.MaskRCNN.__init__):

@@ -135,6 +135,7 @@ def run_sanitized(variant, code, extra_env=None):
     return proc.returncode, proc.stderr
 
 
+@pytest.mark.asan
 def test_asan_reports_out_of_bounds_write():
     rc, err = run_sanitized("asan", "torch.ops.maskrcnn_fast_emu._emu_selftest('out_of_bounds')")
     assert rc != 0 and "heap-buffer-overflow" in err and "write_kernel" in err, err[-3000:]
@@ -142,6 +143,7 @@ def test_asan_reports_out_of_bounds_write():
     assert rc == 0, err[-3000:]
 
 
+@pytest.mark.tsan
 def test_tsan_reports_missing_syncthreads():
     rc, err = run_sanitized("tsan", "torch.ops.maskrcnn_fast_emu._emu_selftest('shared_race')")
     assert rc != 0 and "data race" in err and "shared_kernel" in err, err[-3000:]

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from _tiny import TinyShapes, tiny_model
 from maskrcnn_fast.engine import NonFiniteLossError, Trainer, WarmupCosine, WarmupMultiStep, load_checkpoint
+from support.models import TinyShapes, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,9 +4,11 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("pycocotools", reason="pycocotools is not installed: COCO files can be neither read nor scored")
+from support import NO_PYCOCOTOOLS_REASON, needs_pycocotools
 
-from _coco_folder import make_coco_folder  # noqa: E402
+pytest.importorskip("pycocotools", reason=NO_PYCOCOTOOLS_REASON)
+pytestmark = needs_pycocotools  # -m coco selects this file too
+
 from maskrcnn_fast.data import CocoDetection, collate_fn  # noqa: E402
 from maskrcnn_fast.evaluation import (  # noqa: E402
     METRICS,
@@ -18,6 +20,7 @@ from maskrcnn_fast.evaluation import (  # noqa: E402
     metrics_path,
 )
 from maskrcnn_fast.models import maskrcnn_resnet_fpn  # noqa: E402
+from support.coco import make_coco_folder  # noqa: E402
 
 
 @pytest.fixture

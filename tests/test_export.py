@@ -1,7 +1,7 @@
 """torch.export of the static-shape inference and its AOTInductor .pt2 package, against the
 eager model; bad inputs to both.
 
-The .pt2 package is compiled once per session (tests/_export_model.py: about a minute on 2
+The .pt2 package is compiled once per session (tests/support/export.py: about a minute on 2
 loaded cores, most of it g++); test_export_cpp.py runs the same package from C++.
 """
 import copy
@@ -12,7 +12,7 @@ import torch
 import maskrcnn_fast
 from maskrcnn_fast.deploy import DeployModel, describe, load_package, to_detections
 
-from _export_model import SIZE, assert_same_detections, compiled_package, images, small_model
+from support.export import SIZE, assert_same_detections, compiled_package, images, small_model
 
 
 @pytest.fixture(scope="module")

@@ -8,54 +8,43 @@ import torch
 
 from maskrcnn_fast import cli
 
-from _tiny import tiny_model, tiny_model_args
-from _export_model import assert_same_detections
+from support.cli import cli_fails
+from support.export import assert_same_detections
+from support.models import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ck") / "checkpoint.pt"
-    kwargs = dict(tiny_model_args()["kwargs"], box_score_thresh=0.0)
-    args = dict(tiny_model_args(), kwargs=kwargs)
-    torch.save({"model": tiny_model().state_dict(), "model_args": args, "args": {}}, path)
-    return str(path)
-
-
-def _fails(capsys, argv, match):
-    rc = cli.main(argv)
-    err = capsys.readouterr().err
-    assert rc != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("maskrcnn-fast: error:") and match in lines[0], err
+    """The tiny model keeping every detection (random weights score low)."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "checkpoint.pt", args={}, box_score_thresh=0.0)
 
 
 def test_bad_options(capsys, tmp_path, ckpt):
     out = str(tmp_path / "m.pt2")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64", "--output", out], "--size must be HEIGHTxWIDTH")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "0x64", "--output", out], "--size must be")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", str(tmp_path / "m.onnx")],
-           "--output must end in .pt2 for --format pt2")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--batch", "0"],
-           "--batch must be in [1, 64], got 0")
-    _fails(capsys, ["export", "--size", "64x64", "--output", out], "--checkpoint or --weights is required")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--device", "tpu"],
-           "--device must be")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--format", "tflite"],
-           "--format")
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", str(tmp_path / "m.onnx"),
-                    "--format", "onnx", "--no-freezing"], "--no-freezing applies to --format pt2 only")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64", "--output", out], "--size must be HEIGHTxWIDTH")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "0x64", "--output", out], "--size must be")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", str(tmp_path / "m.onnx")],
+              "--output must end in .pt2 for --format pt2")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--batch", "0"],
+              "--batch must be in [1, 64], got 0")
+    cli_fails(capsys, ["export", "--size", "64x64", "--output", out], "--checkpoint or --weights is required")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--device", "tpu"],
+              "--device must be")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", out, "--format", "tflite"],
+              "--format")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--output", str(tmp_path / "m.onnx"),
+                       "--format", "onnx", "--no-freezing"], "--no-freezing applies to --format pt2 only")
 
 
 def test_onnx_without_its_packages_names_them(monkeypatch, capsys, tmp_path, ckpt):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    _fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--format", "onnx",
-                    "--output", str(tmp_path / "m.onnx")], "--format onnx needs onnxscript: pip install")
+    cli_fails(capsys, ["export", "--checkpoint", ckpt, "--size", "64x64", "--format", "onnx",
+                       "--output", str(tmp_path / "m.onnx")], "--format onnx needs onnxscript: pip install")
 
 
 def _eager(ckpt, x):
-    from maskrcnn_fast.checkpoints import model_from_checkpoint
+    from maskrcnn_fast.models.builders import model_from_checkpoint
 
     model, _ = model_from_checkpoint(ckpt, option="--checkpoint")
     with torch.no_grad():

@@ -3,7 +3,7 @@ loads our ops library and a .pt2 package and runs it on a PPM image, without Pyt
 detections equal the eager model's.
 
 Builds into build/cpp-test (incremental: about a minute the first time on 2 cores); the package
-is the session's (tests/_export_model.py). Skips without cmake or a C++ compiler.
+is the session's (tests/support/export.py). Skips without cmake or a C++ compiler.
 """
 import os
 import shutil
@@ -15,7 +15,7 @@ import torch
 
 from maskrcnn_fast.deploy import library_path, to_detections
 
-from _export_model import SIZE, assert_same_detections, compiled_package
+from support.export import SIZE, assert_same_detections, compiled_package
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build", "cpp-test")

@@ -4,7 +4,7 @@ Skips when onnx, onnxscript or onnxruntime is missing (`pip install maskrcnn_fas
 Synthetic images (fresh seeds) at the export size, and three photographs: matplotlib's sample
 photo grace_hopper.jpg (the only real photograph installed with the test dependencies) whole,
 its face and its lower half mirrored, each resized to 240x320 (the model resizes them to
-120x160 inside the graph). Small seeded model (tests/_export_model.py); about 40 s.
+120x160 inside the graph). Small seeded model (tests/support/export.py); about 40 s.
 """
 import importlib.util
 import os
@@ -22,7 +22,7 @@ import onnx  # noqa: E402
 from maskrcnn_fast.deploy.onnx import OnnxMaskRCNN, export_onnx, require  # noqa: E402
 from maskrcnn_fast.deploy.onnx_ops import OPSET  # noqa: E402
 
-from _export_model import SIZE, assert_same_detections, images, small_model  # noqa: E402
+from support.export import SIZE, assert_same_detections, images, small_model  # noqa: E402
 
 PHOTO_SIZE = (240, 320)
 

@@ -1,13 +1,15 @@
 """maskrcnn_fast without its compiled extension, and beside another torch release.
 
-- The schemas maskrcnn_fast/_fallback.py defines when _C is absent are _C's, op for op.
+- Every schema is written once, in the op registry maskrcnn_fast/_ext/schemas.py; _C defines
+  exactly those (setup.py compiles them in), and so does the fallback when _C is absent.
 - Without _C (MASKRCNN_FAST_NO_EXT=1, or a copy of the package that lacks the .so), the import
-  warns once and every op and the model give _C's results (tests/_fallback_cases.py, run in a
+  warns once and every op and the model give _C's results (tests/support/fallback_cases.py, run in a
   subprocess and compared with the same cases run here).
 - A build for another torch release stops the import with one ImportError that names the torch
   it needs, before the .so is loaded.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,12 +18,12 @@ import pytest
 import torch
 
 import maskrcnn_fast
-from maskrcnn_fast import _fallback
+from maskrcnn_fast._ext.schemas import SCHEMAS, op_name
 
-from _fallback_cases import run_cases
+from support.fallback_cases import run_cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = os.path.join(ROOT, "tests", "_fallback_cases.py")
+CASES = os.path.join(ROOT, "tests", "support", "fallback_cases.py")
 HAVE_EXT = maskrcnn_fast.build_info()["extension"]
 needs_ext = pytest.mark.skipif(not HAVE_EXT, reason="the compiled extension is not built")
 
@@ -90,12 +92,39 @@ def test_schemas_match_the_extension():
         if name.startswith("maskrcnn_fast::")
     }
     ours = {}
-    for schema in _fallback.KERNELS:
+    for schema in SCHEMAS:
         parsed = torch._C.parse_schema(f"maskrcnn_fast::{schema}")
         ours[parsed.name.split("::", 1)[1]] = str(parsed)
-    assert set(ours) == registered, "add the op to maskrcnn_fast/_fallback.py KERNELS"
+    assert set(ours) == registered, "_C is stale: rebuild it (make build)"
     for name, schema in ours.items():
         assert schema == str(getattr(torch.ops.maskrcnn_fast, name).default._schema), name
+
+
+def test_each_schema_is_written_once():
+    """No second copy of a schema anywhere in the package or csrc/ (string literals joined across
+    lines first), and no m.def of a literal schema in the kernels' C++: a copy could drift from
+    the registry."""
+    patterns = {}
+    for schema in SCHEMAS:
+        name, args = schema.split("(", 1)
+        first_arg = args.split(",", 1)[0].split(")", 1)[0]
+        patterns[op_name(schema)] = re.compile(r"(?<![\w])" + re.escape(f"{name}({first_arg}"))
+    registry = os.path.join(ROOT, "maskrcnn_fast", "_ext", "schemas.py")
+    copies = []
+    for top in ("csrc", "maskrcnn_fast"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for f in files:
+                path = os.path.join(folder, f)
+                if path == registry or not f.endswith((".py", ".cpp", ".h", ".cu", ".cuh")):
+                    continue
+                text = re.sub(r'"\s*\n\s*"', "", open(path, encoding="utf-8").read())
+                copies += [(path, n) for n, p in patterns.items() if p.search(text)]
+                # csrc/emu defines its own test-only op (_emu_selftest), not one of the registry.
+                emu = os.path.join(ROOT, "csrc", "emu")
+                if f.endswith((".cpp", ".cu")) and not path.startswith(emu) and \
+                        re.search(r'\.def\(\s*"', text):
+                    copies.append((path, "m.def of a literal schema"))
+    assert not copies, f"schemas belong in maskrcnn_fast/_ext/schemas.py only: {copies}"
 
 
 def test_no_ext_env_runs_every_op_on_the_reference(tmp_path, expected):

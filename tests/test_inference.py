@@ -12,34 +12,13 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 import maskrcnn_fast
 from maskrcnn_fast.inference import fold_batch_norms
 from maskrcnn_fast.models import maskrcnn_resnet_fpn
-
-SMALL = dict(
-    num_classes=11,
-    min_size=200,
-    max_size=320,
-    box_score_thresh=0.0,
-    rpn_pre_nms_top_n_test=300,
-    rpn_post_nms_top_n_test=150,
-    box_detections_per_img=40,
-)
-
-
-def _randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
-                c = m.running_mean.numel()
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+from support.models import SMALL, randomize_batch_norms
 
 
 def _model(ops, frozen):
     torch.manual_seed(0)
     model = maskrcnn_resnet_fpn(18, ops=ops, **SMALL)
-    _randomize_bn(model)
+    randomize_batch_norms(model, torch.Generator().manual_seed(0))
     if frozen:  # weights given: the trunk uses FrozenBatchNorm2d, as with pretrained weights
         model = maskrcnn_resnet_fpn(18, ops=ops, weights=model.state_dict(), **SMALL)
     return model.eval()
@@ -100,7 +79,7 @@ def test_fold_skips_training_bn():
     seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     assert fold_batch_norms(seq) == 0  # a training-mode BN normalises with batch statistics
     seq.eval()
-    _randomize_bn(seq)
+    randomize_batch_norms(seq, torch.Generator().manual_seed(0))
     x = torch.rand(2, 3, 8, 8)
     ref = seq(x)
     assert fold_batch_norms(seq) == 1

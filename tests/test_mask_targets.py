@@ -7,46 +7,15 @@ from torchvision.models.detection.roi_heads import project_masks_on_boxes as tv_
 import maskrcnn_fast  # noqa: F401
 from maskrcnn_fast.ops import mask_targets, project_masks_on_boxes
 from maskrcnn_fast.ops import reference as ref
+from support.ops import blob_masks, boxes_of_every_kind
 
 OP = torch.ops.maskrcnn_fast.mask_targets.default
 SIZES = [(37, 53), (64, 40), (21, 30)]  # images of different sizes
 
 
-def _masks(g, h, w, dtype=torch.uint8, device="cpu"):
-    """Blobs (blocky 0/1 regions) and, for some masks, salt-and-pepper pixels."""
-    coarse = torch.rand(g, h // 5 + 1, w // 5 + 1) > 0.5
-    m = coarse.repeat_interleave(5, 1).repeat_interleave(5, 2)[:, :h, :w].clone()
-    m[::2] ^= torch.rand(m[::2].shape) > 0.9
-    return m.to(dtype=dtype, device=device)
-
-
-def _boxes(n, h, w):
-    """Boxes of every kind: ordinary, tiny (under a pixel), zero-width, inverted, huge, partly
-    and wholly outside the image."""
-    rows = []
-    for i in range(n):
-        kind = i % 7
-        x, y = (torch.rand(2) * torch.tensor([w, h])).tolist()
-        bw, bh = (torch.rand(2) * torch.tensor([w, h]) * 0.7 + 1).tolist()
-        if kind == 1:
-            bw, bh = (torch.rand(2) * 0.9).tolist()
-        elif kind == 2:
-            bw = 0.0
-        elif kind == 3:
-            bw, bh = -bw / 3, -bh / 3
-        elif kind == 4:
-            x, y, bw, bh = -w * 0.7, -h * 0.4, 3.1 * w, 2.2 * h
-        elif kind == 5:
-            x, y = (x - w, y + h * 0.8) if i % 2 else (x + w * 0.9, y - h)
-        elif kind == 6:
-            x, y = (-bw - 2.5, y) if i % 2 else (x, h + 1.5)
-        rows.append([x, y, x + bw, y + bh])
-    return torch.tensor(rows)
-
-
 def _case(device, n_per_image=14, sizes=SIZES, mask_dtype=torch.uint8):
-    masks = [_masks(int(torch.randint(1, 5, ())), h, w, mask_dtype, device) for h, w in sizes]
-    boxes = [_boxes(n_per_image, h, w).to(device) for h, w in sizes]
+    masks = [blob_masks(int(torch.randint(1, 5, ())), h, w, mask_dtype, device) for h, w in sizes]
+    boxes = [boxes_of_every_kind(n_per_image, h, w).to(device) for h, w in sizes]
     idx = [torch.randint(0, m.shape[0], (n_per_image,), device=device) for m in masks]
     return masks, boxes, idx
 
@@ -128,7 +97,7 @@ def test_non_contiguous_masks(device, seed):
     transposed = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in masks]
     assert not transposed[0].is_contiguous()
     assert torch.equal(mask_targets(transposed, boxes, idx, 14), mask_targets(masks, boxes, idx, 14))
-    big = [_masks(3, 2 * h, 3 * w, device=device) for h, w in SIZES]
+    big = [blob_masks(3, 2 * h, 3 * w, device=device) for h, w in SIZES]
     strided = [t[:, ::2, 1::3] for t in big]
     idx = [i.clamp(max=2) for i in idx]
     out = mask_targets(strided, boxes, idx, 14)
@@ -187,7 +156,7 @@ def test_empty_planes(device):
 
 def test_big_boxes_exceed_the_tap_table(device, seed):
     """Boxes whose sampling grid is large (over 1024 row + column taps at M = 28)."""
-    masks = [_masks(2, 300, 420, device=device)]
+    masks = [blob_masks(2, 300, 420, device=device)]
     boxes = torch.tensor([[-10.0, -20.0, 410.0, 290.0], [5.0, 3.0, 900.0, 700.0]], device=device)
     idx = torch.tensor([0, 1], device=device)
     out = mask_targets(masks, [boxes], [idx], 28)
@@ -253,3 +222,28 @@ def test_bad_input_names_the_argument(device):
         assert torch.equal(out[good.to(device)], OP(masks, flat, image, flat_idx, 7)[good.to(device)])
         with pytest.raises(RuntimeError, match="same device"):
             OP([masks[0].cpu()] + masks[1:], flat, image, flat_idx, 7)
+
+
+# ---- found by the differential fuzz tests (tests/fuzz), each as a minimal example: the comment
+# says what failed and which side was wrong (reference, oracle or neither) ------------------
+
+def test_mask_targets_huge_box_grid_is_capped(device):
+    # Found (oracle side): a finite box 1e6 pixels tall at M = 1 made the fuzz oracle run
+    # torchvision's roi_align with 1e6 samples per bin (torchvision's adaptive grid is
+    # unbounded; 1e30 tall raised "cannot create std::vector larger than max_size()"). Not a
+    # kernel bug: mask_targets is documented bitwise our roi_align on the float copy, whose grid
+    # is capped at 1024 per side, so such boxes sample differently from torchvision (here the
+    # one sample inside the 1 x 1 mask: torchvision 1 / 1e6, ours none of its 1024). The fuzz
+    # oracle compares with torchvision only where its uncapped grid is small.
+    from torchvision.ops import roi_align as tv_roi_align
+
+    masks = [torch.ones(1, 1, 1, dtype=torch.uint8, device=device)]
+    box = torch.tensor([[0.0, 0.0, 0.0, 1e6]], device=device)
+    idx = torch.zeros(1, dtype=torch.int64, device=device)
+    out = mask_targets(masks, [box], [idx], 1)
+    rois = torch.cat([idx[:, None].float(), box], 1)
+    ours = torch.ops.maskrcnn_fast.roi_align(masks[0][:, None].float(), rois, 1.0, 1, 1, -1, False)[:, 0]
+    assert torch.equal(out, ours) and out.item() == 0
+    assert torch.equal(ref.mask_targets(masks, [box], [idx], 1), out)
+    tv = tv_roi_align(masks[0][:, None].float().cpu(), rois.cpu(), (1, 1), 1.0, -1, False)
+    assert tv.item() == torch.tensor(1e-6).item()

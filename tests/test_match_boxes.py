@@ -7,72 +7,13 @@ Results must be identical index tensors. Boxes on a coarse integer grid make exa
 import pytest
 import torch
 import torchvision
-from torchvision.models.detection._utils import Matcher
 
 from maskrcnn_fast.ops import match_boxes
 from maskrcnn_fast.ops import reference as ref
+from support.ops import match_problem, match_random_boxes, near_boxes, pad_rows, torchvision_match
 
-H, W = 800, 1088
 RPN = (0.7, 0.3, True)
 ROI = (0.5, 0.5, False)
-
-
-def _boxes(n, dtype=torch.float32, grid=None):
-    if grid is not None:
-        xy = torch.randint(0, 12, (n, 2)).double() * grid
-        wh = torch.randint(1, 8, (n, 2)).double() * grid
-        return torch.cat([xy, xy + wh], 1).to(dtype)
-    cx = torch.rand(n, dtype=torch.float64) * W
-    cy = torch.rand(n, dtype=torch.float64) * H
-    w = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    h = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).to(dtype)
-
-
-def _near(gt, n, dtype=torch.float32):
-    """n boxes jittered around the ground truths (many matches at every IoU level)."""
-    b = gt.double()[torch.randint(0, len(gt), (n,))]
-    size = (b[:, 2:] - b[:, :2]).repeat(1, 2)
-    return (b + (torch.rand(n, 4, dtype=torch.float64) - 0.5) * 0.6 * size).to(dtype)
-
-
-def _pad(rows, g):
-    out = torch.zeros(len(rows), g, 4, dtype=rows[0].dtype)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out
-
-
-def _problem(gt_counts, t, dtype=torch.float32, grid=None, shared=False, box_counts=None):
-    """Padded gt [N, G, 4] (pad rows are random junk: they must be ignored), boxes."""
-    g = max(gt_counts + [1])
-    gts = [_boxes(k, dtype, grid) for k in gt_counts]
-    gt = _pad([torch.cat([x, _boxes(g - len(x), dtype)]) for x in gts], g)
-    if shared:
-        pool = torch.cat([x for x in gts if len(x)] or [_boxes(1, dtype)])
-        boxes = _near(pool, t, dtype) if grid is None else _boxes(t, dtype, grid)
-    else:
-        boxes = torch.stack([
-            (_near(x, t, dtype) if len(x) and grid is None else _boxes(t, dtype, grid)) for x in gts
-        ])
-    counts = torch.tensor(gt_counts, dtype=torch.int64)
-    bc = None if box_counts is None else torch.tensor(box_counts, dtype=torch.int64)
-    return gt, counts, boxes, bc
-
-
-def _tv_match(gt, gt_counts, boxes, box_counts, high, low, allow):
-    """torchvision, image by image; an image without gt is all -1 (torchvision raises)."""
-    gt, boxes = gt.cpu(), boxes.cpu()
-    n, t = gt.shape[0], boxes.shape[-2]
-    out = torch.full((n, t), -1, dtype=torch.int64)
-    for i in range(n):
-        g = int(gt_counts[i])
-        k = t if box_counts is None else int(box_counts[i])
-        b = boxes if boxes.dim() == 2 else boxes[i]
-        if g == 0 or k == 0:
-            continue
-        out[i, :k] = Matcher(high, low, allow)(torchvision.ops.box_iou(gt[i, :g], b[:k]))
-    return out
 
 
 def _check(device, gt, counts, boxes, bc, params, want=None):
@@ -81,7 +22,7 @@ def _check(device, gt, counts, boxes, bc, params, want=None):
     assert out.dtype == torch.int64 and out.device.type == torch.device(device).type
     assert out.shape == (gt.shape[0], boxes.shape[-2])
     if want is None:
-        want = _tv_match(gt, counts, boxes, bc, *params)
+        want = torchvision_match(gt, counts, boxes, bc, *params)
     assert torch.equal(out.cpu(), want)
     assert torch.equal(ref.match_boxes(*args, *params).cpu(), want)
     return out.cpu()
@@ -90,21 +31,21 @@ def _check(device, gt, counts, boxes, bc, params, want=None):
 @pytest.mark.parametrize("params", [RPN, ROI, (0.6, 0.2, False), (0.4, 0.4, True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_random_matches_torchvision(device, seed, params, dtype):
-    gt, counts, boxes, bc = _problem([5, 1, 17], 400, dtype, box_counts=[400, 350, 3])
+    gt, counts, boxes, bc = match_problem([5, 1, 17], 400, dtype, box_counts=[400, 350, 3])
     _check(device, gt, counts, boxes, bc, params)
 
 
 @pytest.mark.parametrize("params", [RPN, ROI])
 def test_grid_ties_match_torchvision(device, seed, params):
     # coarse grid: duplicate gts, duplicate boxes, IoU ties between gts and with the thresholds
-    gt, counts, boxes, bc = _problem([9, 30, 4], 600, grid=8.0, box_counts=[600, 599, 1])
+    gt, counts, boxes, bc = match_problem([9, 30, 4], 600, grid=8.0, box_counts=[600, 599, 1])
     out = _check(device, gt, counts, boxes, bc, params)
     assert (out >= 0).any()
 
 
 @pytest.mark.parametrize("params", [RPN, ROI])
 def test_shared_boxes(device, seed, params):
-    gt, counts, boxes, bc = _problem([6, 3, 12], 800, shared=True)
+    gt, counts, boxes, bc = match_problem([6, 3, 12], 800, shared=True)
     assert boxes.dim() == 2
     out = _check(device, gt, counts, boxes, bc, params)
     expanded = match_boxes(gt.to(device), counts.to(device), boxes.expand(3, -1, -1).to(device), None, *params)
@@ -113,20 +54,20 @@ def test_shared_boxes(device, seed, params):
 
 def test_many_gt_chunks(device, seed):
     # more ground truths than the CUDA kernel stages in shared memory at once (128)
-    gt, counts, boxes, bc = _problem([300, 129], 500, box_counts=[500, 300])
+    gt, counts, boxes, bc = match_problem([300, 129], 500, box_counts=[500, 300])
     _check(device, gt, counts, boxes, bc, RPN)
 
 
 @pytest.mark.parametrize("params", [RPN, ROI])
 def test_float64_reference(device, seed, params):
-    gt, counts, boxes, bc = _problem([4, 11], 500, torch.float64, box_counts=[500, 321])
+    gt, counts, boxes, bc = match_problem([4, 11], 500, torch.float64, box_counts=[500, 321])
     out = match_boxes(gt.to(device), counts.to(device), boxes.to(device), bc.to(device), *params)
     want = ref.match_boxes(gt, counts, boxes, bc, *params)
     assert torch.equal(out.cpu(), want)
 
 
 def test_no_gt(device, seed):
-    gt, counts, boxes, bc = _problem([0, 3, 0], 100)
+    gt, counts, boxes, bc = match_problem([0, 3, 0], 100)
     out = _check(device, gt, counts, boxes, bc, RPN)
     assert (out[0] == -1).all() and (out[2] == -1).all()
     # G = 0 for every image
@@ -136,7 +77,7 @@ def test_no_gt(device, seed):
 
 
 def test_no_boxes(device, seed):
-    gt, counts, _, _ = _problem([3, 2], 1)
+    gt, counts, _, _ = match_problem([3, 2], 1)
     out = match_boxes(gt.to(device), counts.to(device), torch.zeros(2, 0, 4, device=device), None, *RPN)
     assert out.shape == (2, 0)
     out = match_boxes(gt.to(device), counts.to(device), torch.zeros(0, 4, device=device), None, *RPN)
@@ -144,7 +85,7 @@ def test_no_boxes(device, seed):
     out = match_boxes(gt[:0].to(device), counts[:0].to(device), torch.zeros(5, 4, device=device), None, *RPN)
     assert out.shape == (0, 5)
     # box_counts 0 for one image: all of its rows are padding
-    gt, counts, boxes, bc = _problem([3, 2], 50, box_counts=[0, 50])
+    gt, counts, boxes, bc = match_problem([3, 2], 50, box_counts=[0, 50])
     out = _check(device, gt, counts, boxes, bc, RPN)
     assert (out[0] == -1).all()
 
@@ -153,8 +94,8 @@ def test_no_boxes(device, seed):
 def test_no_positives(device, seed, allow):
     # every box far from every gt: IoU 0 everywhere. With low-quality matches every box ties
     # at each gt's best (0) and gets its argmax, gt 0: torchvision's behaviour.
-    gt = _pad([_boxes(3) * 0.1], 3)
-    boxes = _boxes(200)[None] * 0.1 + 1000
+    gt = pad_rows([match_random_boxes(3) * 0.1], 3)
+    boxes = match_random_boxes(200)[None] * 0.1 + 1000
     counts = torch.tensor([3])
     out = _check(device, gt, counts, boxes, None, (0.7, 0.3, allow))
     assert (out == (0 if allow else -1)).all()
@@ -202,7 +143,7 @@ def test_threshold_rounding(device):
 
 def test_padding_is_ignored(device, seed):
     # junk in the padding rows (NaN, huge boxes) changes nothing
-    gt, counts, boxes, bc = _problem([3, 5], 300, box_counts=[300, 200])
+    gt, counts, boxes, bc = match_problem([3, 5], 300, box_counts=[300, 200])
     out = match_boxes(gt, counts, boxes, bc, *RPN)
     gt2, boxes2 = gt.clone(), boxes.clone()
     gt2[0, 3:] = float("nan")
@@ -212,7 +153,7 @@ def test_padding_is_ignored(device, seed):
 
 
 def test_non_contiguous(device, seed):
-    gt, counts, boxes, bc = _problem([4, 7], 400, box_counts=[400, 100])
+    gt, counts, boxes, bc = match_problem([4, 7], 400, box_counts=[400, 100])
     gt_nc = gt.transpose(0, 1).contiguous().transpose(0, 1)
     boxes_nc = boxes.repeat(1, 1, 2)[..., ::2]
     counts_nc = torch.stack([counts, counts], 1)[:, 0]
@@ -222,27 +163,27 @@ def test_non_contiguous(device, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision(device, seed, dtype):
-    gt, counts, boxes, bc = _problem([5, 12], 500, dtype, box_counts=[500, 432])
+    gt, counts, boxes, bc = match_problem([5, 12], 500, dtype, box_counts=[500, 432])
     _check(device, gt, counts, boxes, bc, RPN)
     _check(device, gt, counts, boxes, bc, ROI)
 
 
 def test_mixed_dtypes_promote(device, seed):
-    gt, counts, boxes, bc = _problem([5, 2], 300)
+    gt, counts, boxes, bc = match_problem([5, 2], 300)
     out = match_boxes(gt.to(device), counts.to(device), boxes.double().to(device), None, *RPN)
     assert torch.equal(out, match_boxes(gt.double().to(device), counts.to(device), boxes.double().to(device), None, *RPN))
 
 
 @pytest.mark.parametrize("allow", [False, True])
 def test_opcheck(device, seed, allow):
-    gt, counts, boxes, bc = _problem([3, 1], 40, box_counts=[40, 7])
+    gt, counts, boxes, bc = match_problem([3, 1], 40, box_counts=[40, 7])
     op = torch.ops.maskrcnn_fast.match_boxes.default
     torch.library.opcheck(op, (gt.to(device), counts.to(device), boxes.to(device), bc.to(device), 0.7, 0.3, allow))
     torch.library.opcheck(op, (gt.to(device), counts.to(device), boxes[0].to(device), None, 0.5, 0.5, allow))
 
 
 def test_compile(device, seed):
-    gt, counts, boxes, bc = _problem([3, 1], 40, box_counts=[40, 7])
+    gt, counts, boxes, bc = match_problem([3, 1], 40, box_counts=[40, 7])
     args = (gt.to(device), counts.to(device), boxes.to(device), bc.to(device), *RPN)
     f = torch.compile(match_boxes, fullgraph=True, backend="eager")
     assert torch.equal(f(*args), match_boxes(*args))
@@ -304,7 +245,7 @@ def test_device_mismatch():
 def _targets(gt_counts, g):
     out = []
     for k in gt_counts:
-        b = _boxes(k) * 0.5
+        b = match_random_boxes(k) * 0.5
         out.append({"boxes": b, "labels": torch.randint(1, 5, (k,), generator=g)})
     return out
 
@@ -313,13 +254,13 @@ def _targets(gt_counts, g):
 def test_rpn_targets_match_torchvision(seed, impl):
     from torchvision.models.detection.rpn import RegionProposalNetwork as TvRPN
 
-    from maskrcnn_fast.models._ops import get_ops
+    from maskrcnn_fast.models.opset import get_ops
     from maskrcnn_fast.models.rpn import RegionProposalNetwork
 
     ops = get_ops(impl)
     g = torch.Generator().manual_seed(seed)
     targets = _targets([4, 0, 9], g)
-    anchors = torch.cat([_near(torch.cat([t["boxes"] for t in targets]), 3000), _boxes(1000) * 0.5])
+    anchors = torch.cat([near_boxes(torch.cat([t["boxes"] for t in targets]), 3000), match_random_boxes(1000) * 0.5])
     kw = dict(fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256, positive_fraction=0.5)
     tv = TvRPN(None, None, pre_nms_top_n=dict(training=1, testing=1),
                post_nms_top_n=dict(training=1, testing=1), nms_thresh=0.7, **kw)
@@ -337,7 +278,7 @@ def test_rpn_targets_match_torchvision(seed, impl):
 def test_roi_targets_match_torchvision(seed, impl):
     from torchvision.models.detection.roi_heads import RoIHeads as TvRoIHeads
 
-    from maskrcnn_fast.models._ops import get_ops
+    from maskrcnn_fast.models.opset import get_ops
     from maskrcnn_fast.models.roi_heads import RoIHeads
 
     ops = get_ops(impl)
@@ -347,8 +288,8 @@ def test_roi_targets_match_torchvision(seed, impl):
     p = 320
     props = torch.zeros(3, p, 4)
     for i, (k, t) in enumerate(zip(counts, targets)):
-        pool = t["boxes"] if len(t["boxes"]) else _boxes(3) * 0.5
-        props[i, :k] = _near(pool, k)
+        pool = t["boxes"] if len(t["boxes"]) else match_random_boxes(3) * 0.5
+        props[i, :k] = near_boxes(pool, k)
     weights = (10.0, 10.0, 5.0, 5.0)
     kw = dict(fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=64, positive_fraction=0.25,
               score_thresh=0.05, nms_thresh=0.5, detections_per_img=100)

@@ -8,29 +8,18 @@ per-category path (_batched_nms_vanilla, exact) on random ones.
 import pytest
 import torch
 import torchvision
+from torchvision import ops as tvops
 from torchvision.ops.boxes import _batched_nms_vanilla
 
+from maskrcnn_fast import ops
 from maskrcnn_fast.ops import batched_nms, nms
 from maskrcnn_fast.ops import reference as ref
-
-H, W = 800, 1088
-
-
-def _boxes(n, device="cpu", dtype=torch.float32, integer=False):
-    """Random boxes of 8 to 440 pixels a side in an 800x1088 image (most survive NMS)."""
-    cx = torch.rand(n, dtype=torch.float64) * W
-    cy = torch.rand(n, dtype=torch.float64) * H
-    w = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    h = torch.exp(torch.rand(n, dtype=torch.float64) * 4) * 8
-    b = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-    if integer:
-        b = b.round()
-    return b.to(dtype).to(device)
+from support.ops import LOW_DTYPES, autocast, boxes_in_square, distinct_scores, quantize, random_boxes
 
 
 def _clustered(n, device="cpu", dtype=torch.float32, objects=12):
     """Boxes jittered around a few objects, as RPN proposals are: heavy suppression."""
-    base = _boxes(objects, dtype=torch.float64)
+    base = random_boxes(objects, dtype=torch.float64)
     b = base[torch.randint(0, objects, (n,))]
     size = (b[:, 2:] - b[:, :2]).repeat(1, 2)
     b = b + (torch.rand(n, 4, dtype=torch.float64) - 0.5) * 0.3 * size
@@ -55,7 +44,7 @@ def _upcast(t):
 @pytest.mark.parametrize("n", [1, 7, 300, 3000])
 @pytest.mark.parametrize("thr", [0.0, 0.3, 0.5, 0.7, 1.0])
 def test_nms_matches_torchvision(device, seed, n, thr):
-    boxes, scores = _boxes(n, device), _scores(n, device)
+    boxes, scores = random_boxes(n, device), _scores(n, device)
     out = nms(boxes, scores, thr)
     assert out.dtype == torch.int64 and out.device == boxes.device
     assert torch.equal(out.cpu(), _tv_nms(boxes, scores, thr))
@@ -73,7 +62,7 @@ def test_nms_clustered_matches_torchvision_and_reference(device, seed, n):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_nms_matches_reference(device, seed, dtype):
-    boxes, scores = _boxes(500, device, dtype), _scores(500, device, dtype)
+    boxes, scores = random_boxes(500, device, dtype), _scores(500, device, dtype)
     for thr in (0.2, 0.7):
         out = nms(boxes, scores, thr)
         assert torch.equal(out.cpu(), ref.nms(boxes, scores, thr).cpu())
@@ -85,7 +74,7 @@ def test_nms_half_computes_in_float(device, seed, dtype):
     # torchvision's CPU nms has no half kernel; its CUDA kernel computes half in float. Ours
     # computes in float on both devices: the answer is torchvision's on the upcast input.
     n = 200
-    boxes, scores = _boxes(n, device, dtype), _scores(n, device, dtype)
+    boxes, scores = random_boxes(n, device, dtype), _scores(n, device, dtype)
     assert scores.unique().numel() == n
     out = nms(boxes, scores, 0.5)
     assert torch.equal(out.cpu(), _tv_nms(boxes.float(), scores.float(), 0.5))
@@ -129,14 +118,14 @@ def test_nms_edge_cases(device):
 def test_nms_ties_follow_index_order(device, seed):
     # Not promised by torchvision across devices; ours orders ties by index on every device,
     # as torchvision's CPU nms does.
-    boxes = _boxes(400, device)
+    boxes = random_boxes(400, device)
     scores = torch.randint(0, 5, (400,), device=device).float()
     assert torch.equal(nms(boxes, scores, 0.5).cpu(), _tv_nms(boxes, scores, 0.5))
 
 
 def test_nms_non_contiguous(device, seed):
     n = 300
-    boxes = _boxes(n, device).T.contiguous().T  # column-major view
+    boxes = random_boxes(n, device).T.contiguous().T  # column-major view
     scores = _scores(2 * n, device)[::2]
     assert not boxes.is_contiguous() and not scores.is_contiguous()
     out = nms(boxes, scores, 0.5)
@@ -168,7 +157,7 @@ def test_nms_nan(device, seed):
 @pytest.mark.parametrize("n,ncls", [(1, 1), (50, 3), (600, 80), (3000, 10)])
 @pytest.mark.parametrize("thr", [0.0, 0.5, 0.7])
 def test_batched_nms_matches_torchvision(device, seed, n, ncls, thr):
-    boxes, scores = _boxes(n, device), _scores(n, device)
+    boxes, scores = random_boxes(n, device), _scores(n, device)
     idxs = torch.randint(0, ncls, (n,), device=device)
     out = batched_nms(boxes, scores, idxs, thr)
     assert out.dtype == torch.int64
@@ -180,7 +169,7 @@ def test_batched_nms_matches_torchvision(device, seed, n, ncls, thr):
 def test_batched_nms_public_torchvision_integer_boxes(device, seed, idx_dtype):
     # Integer coordinates make torchvision's coordinate offsets exact in float32.
     n = 400
-    boxes, scores = _boxes(n, device, integer=True), _scores(n, device)
+    boxes, scores = random_boxes(n, device, integer=True), _scores(n, device)
     idxs = torch.randint(0, 20, (n,), device=device).to(idx_dtype)
     out = batched_nms(boxes, scores, idxs, 0.5)
     expected = torchvision.ops.batched_nms(boxes.cpu(), scores.cpu(), idxs.cpu(), 0.5)
@@ -190,7 +179,7 @@ def test_batched_nms_public_torchvision_integer_boxes(device, seed, idx_dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_batched_nms_dtypes(device, seed, dtype):
     n = 250
-    boxes, scores = _boxes(n, device, dtype), _scores(n, device, dtype)
+    boxes, scores = random_boxes(n, device, dtype), _scores(n, device, dtype)
     idxs = torch.randint(0, 5, (n,), device=device)
     out = batched_nms(boxes, scores, idxs, 0.5)
     expected = _batched_nms_vanilla(_upcast(boxes).cpu(), _upcast(scores).cpu(), idxs.cpu(), 0.5)
@@ -219,7 +208,7 @@ def test_batched_nms_one_class_is_nms(device, seed):
 def test_batched_nms_large_class(device, seed):
     # One category above the size where a category gets all threads to itself.
     n = 6000
-    boxes, scores = _boxes(n, device), _scores(n, device)
+    boxes, scores = random_boxes(n, device), _scores(n, device)
     idxs = (torch.rand(n, device=device) < 0.2).long()  # ~4800 boxes in category 0
     out = batched_nms(boxes, scores, idxs, 0.5)
     assert torch.equal(out.cpu(), _batched_nms_vanilla(boxes.cpu(), scores.cpu(), idxs.cpu(), 0.5))
@@ -241,7 +230,7 @@ def test_batched_nms_edge_cases(device, seed):
                     torch.zeros(0, dtype=torch.long, device=device), 0.5)
     assert e.shape == (0,) and e.dtype == torch.int64
     n = 200
-    boxes = _boxes(2 * n, device)[::2]
+    boxes = random_boxes(2 * n, device)[::2]
     scores = _scores(n, device)
     idxs = torch.randint(0, 4, (2 * n,), device=device)[::2]
     scores[7] = float("nan")
@@ -319,3 +308,64 @@ def test_more_boxes_than_the_kernels_index(device):
         nms(b, s, 0.5)
     with pytest.raises(RuntimeError, match=r"boxes: at most 2\^30 boxes are supported"):
         batched_nms(b, s, torch.zeros(1, dtype=torch.int64, device=device).expand(n), 0.5)
+
+
+# ---- drop-in for torchvision.ops.nms and batched_nms: autocast, quantized tensors --------------
+#
+# torchvision registers an autocast kernel for nms that casts float16 / bfloat16 to float32; on
+# quantized tensors (CPU) nms is its qnms kernel: ours are bit for bit the same.
+
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
+@pytest.mark.parametrize("low", ["boxes", "scores", "both"])
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
+def test_autocast_nms(device, seed, dtype, low, thr):
+    boxes, scores = boxes_in_square(200, device=device), distinct_scores(200, device)
+    if low in ("boxes", "both"):
+        boxes = boxes.to(dtype)
+    if low in ("scores", "both"):
+        scores = scores.to(dtype)
+    with autocast(device, dtype):
+        ours, theirs = ops.nms(boxes, scores, thr), tvops.nms(boxes, scores, thr)
+    assert torch.equal(ours, theirs)
+
+
+def _per_class_nms(boxes, scores, idxs, thr):
+    """torchvision's batched_nms definition, class by class (its per-class path): its public
+    function shifts the boxes by class in their own dtype first, which in float16 / bfloat16
+    rounds the coordinates (its coordinate trick), so it is not the oracle under autocast."""
+    keep = torch.cat([torch.where(idxs == c)[0][tvops.nms(boxes[idxs == c], scores[idxs == c], thr)]
+                      for c in torch.unique(idxs)])
+    return keep[scores[keep].float().sort(descending=True)[1]]
+
+
+@pytest.mark.parametrize("dtype", LOW_DTYPES)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_autocast_batched_nms(device, seed, dtype, mixed):
+    boxes, scores = boxes_in_square(200, device=device, dtype=dtype), distinct_scores(200, device)
+    scores = scores if mixed else scores.to(dtype)
+    idxs = torch.randint(0, 5, (200,), device=device)
+    with autocast(device, dtype):
+        ours = ops.batched_nms(boxes, scores, idxs, 0.5)
+        theirs = _per_class_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(ours, theirs)
+
+
+@pytest.mark.parametrize("qdtype", [torch.quint8, torch.qint8])
+@pytest.mark.parametrize("scale, zero_point", [(1.0, 0), (2.0, 50), (3.0, 10), (0.5, 7)])
+@pytest.mark.parametrize("iou", [0.2, 0.5, 0.8])
+def test_quantized_nms_matches_torchvision(seed, qdtype, scale, zero_point, iou):
+    """Integer coordinates: many exact IoU ties with the threshold, and many tied scores."""
+    boxes = boxes_in_square(300, 100.0)
+    scores = torch.rand(300) * 100
+    qboxes = quantize(boxes, scale, zero_point, qdtype)
+    qscores = quantize(scores, scale, zero_point, qdtype)
+    theirs = tvops.nms(qboxes, qscores, iou)
+    assert torch.equal(ops.nms(qboxes, qscores, iou), theirs)
+    idxs = torch.randint(0, 4, (300,))
+    ours = ops.batched_nms(qboxes, qscores, idxs, iou)
+    # torchvision's batched_nms fails on quantized tensors; its definition, class by class:
+    want = torch.cat([torch.where(idxs == c)[0][tvops.nms(qboxes[idxs == c], qscores[idxs == c], iou)]
+                      for c in range(4)])
+    assert torch.equal(ours.sort()[0], want.sort()[0])
+    s = qscores.int_repr()[ours]
+    assert bool((s[:-1] >= s[1:]).all())

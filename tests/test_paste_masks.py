@@ -7,7 +7,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 import maskrcnn_fast  # noqa: F401
 from maskrcnn_fast.ops import paste_masks, paste_masks_batched
 from maskrcnn_fast.ops import reference as ref
-from maskrcnn_fast.ops._reference_paste_masks import _expanded_int_boxes
+from maskrcnn_fast.ops.reference.paste_masks import _expanded_int_boxes
 
 OP = torch.ops.maskrcnn_fast.paste_masks.default
 # Observed max |fused - torchvision| in float32 is ~1e-6 (ATen's CPU resize is compiled with

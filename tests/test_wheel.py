@@ -114,7 +114,7 @@ def test_wheel_name_contents_and_metadata(wheel):
         entry_points = z.read(f"{meta_dir}/entry_points.txt").decode()
         config = z.read("maskrcnn_fast/_build_config.py").decode()
     assert [n for n in names if re.fullmatch(r"maskrcnn_fast/_C\..*\.so", n)], names
-    assert "maskrcnn_fast/ops/reference.py" in names and "maskrcnn_fast/_fallback.py" in names
+    assert "maskrcnn_fast/ops/reference/__init__.py" in names and "maskrcnn_fast/_ext/fallback.py" in names
     # Neither libtorch nor a CUDA runtime of its own: only our package and its metadata.
     assert all(n.startswith(("maskrcnn_fast/", meta_dir + "/")) for n in names), names
     assert not [n for n in names if re.search(r"lib(torch|c10|cudart)", n)]
@@ -204,5 +204,6 @@ def test_sdist_holds_the_sources(tmp_path):
             if f.endswith((".h", ".cuh", ".cpp", ".cu"))}
     assert want and want <= names, sorted(want - names)
     assert {"setup.py", "pyproject.toml", "MANIFEST.in", "PKG-INFO", "maskrcnn_fast/__init__.py",
-            "maskrcnn_fast/_fallback.py", "maskrcnn_fast/ops/reference.py"} <= names
+            "maskrcnn_fast/_ext/fallback.py", "maskrcnn_fast/_ext/schemas.py",
+            "maskrcnn_fast/ops/reference/__init__.py"} <= names
     assert not [n for n in names if n.endswith(".so") or n.endswith("_build_config.py")], names

@@ -7,7 +7,6 @@
 // accumulation type is exactly the value the float copy holds (0..255 are exact in every
 // floating type), and the sums below are roi_align_bin's, in its order: the result is bitwise
 // roi_align on masks.to(boxes.dtype), without the G x H x W float copy.
-#include "common/roi_align_axis.h"
 #include "common/roi_align_math.h"
 
 namespace maskrcnn_fast {

@@ -10,7 +10,8 @@
 #include <vector>
 
 #include "common/checks.h"
-#include "common/multilevel_math.h"
+#include "common/multilevel_roi_align_math.h"
+#include "common/roi_align_checks.h"
 
 namespace maskrcnn_fast {
 

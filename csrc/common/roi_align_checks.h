@@ -1,6 +1,9 @@
 #pragma once
 // Argument checks of roi_align and _roi_align_backward, called by the CPU and the CUDA entry
-// points so that both raise the same messages. Host only.
+// points so that both raise the same messages, and the batch-index check of every op that takes
+// rois [K, 5] (roi_align, multilevel_roi_align). Host only.
+#include <ATen/OpMathType.h>
+
 #include <cmath>
 
 #include "common/checks.h"
@@ -69,6 +72,22 @@ inline void check_roi_align_backward_inputs(const at::Tensor& grad, const at::Te
 inline bool roi_align_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && !t.is_contiguous() &&
          t.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// CPU only (the values are on the host there): rois[k, 0] must be an integer batch index in
+// [0, batch_size) (roi_batch_index). A bad index is the caller's bug, an error here; the CUDA
+// kernels cannot raise without a host sync, so they write zeros for that ROI instead. scalar_t:
+// the stored type of the contiguous rois; the test runs in its op math type, as the kernels read
+// the index.
+template <typename scalar_t>
+void check_batch_indices(const at::Tensor& rois, int64_t batch_size) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* r = rois.const_data_ptr<scalar_t>();
+  for (int64_t k = 0; k < rois.size(0); ++k) {
+    const acc_t b = static_cast<acc_t>(r[k * 5]);
+    TORCH_CHECK(roi_batch_index(b, batch_size) >= 0, "rois[", k,
+                ", 0] must be an integer batch index in [0, ", batch_size, "), got ", b);
+  }
 }
 
 }  // namespace maskrcnn_fast

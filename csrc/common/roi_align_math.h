@@ -29,6 +29,18 @@ MF_HOST_DEVICE bool mf_isfinite(T v) {
   return (v - v) == (v - v);
 }
 
+MF_HOST_DEVICE float mf_floor(float v) { return floorf(v); }
+MF_HOST_DEVICE double mf_floor(double v) { return floor(v); }
+
+// Batch index of a ROI (rois[k, 0], in the accumulation type), or -1 unless it is an integer in
+// [0, batch) (NaN and Inf included). The one rule of roi_align and multilevel_roi_align: the CPU
+// kernels raise for -1 (check_batch_indices), the CUDA kernels write zeros for that ROI.
+template <typename acc_t>
+MF_HOST_DEVICE int64_t roi_batch_index(acc_t v, int64_t batch) {
+  if (!(v >= acc_t(0)) || !(v < static_cast<acc_t>(batch)) || !(mf_floor(v) == v)) return -1;
+  return static_cast<int64_t>(v);
+}
+
 // roi: x1, y1, x2, y2 in input pixels (already converted to the accumulation type T).
 template <typename T>
 MF_HOST_DEVICE RoiGeometry<T> roi_geometry(T x1, T y1, T x2, T y2, T spatial_scale,
@@ -173,6 +185,56 @@ MF_HOST_DEVICE void roi_align_bin_backward(acc_t grad, int height, int width, in
       add(b.y_high * sy + b.x_high * sx, grad * b.w4 / g.count);
     }
   }
+}
+
+// bilinear() split into its two axes, so that a kernel can compute the PH * grid_h row taps
+// and PW * grid_w column taps of a ROI once and combine them per sample instead of redoing
+// the bilinear arithmetic for every sample of every channel.
+//
+// Exact, not an approximation: bilinear() treats y and x independently (validity, clamping,
+// low/high index, ly/hy and lx/hx), and bilinear(pos, 0, size, 1) returns w1 = h * 1 and
+// w3 = l * 1, i.e. exactly h and l of that axis. The products of bilinear_from_axes are the
+// products bilinear() forms (w1 = hy * hx, ...), so results are bitwise identical; the CPU
+// tests against torchvision check it.
+template <typename T>
+struct AxisTap {
+  int low, high;   // the two neighbouring pixel indices along this axis
+  T w_low, w_high; // their weights (h and l)
+  bool valid;      // within [-1, size] and size > 0
+};
+
+template <typename T>
+MF_HOST_DEVICE AxisTap<T> axis_tap(T pos, int size) {
+  const Bilinear<T> b = bilinear(pos, T(0), size, 1);
+  AxisTap<T> a;
+  a.low = b.y_low;
+  a.high = b.y_high;
+  a.w_low = b.w1;
+  a.w_high = b.w3;
+  a.valid = b.valid;
+  return a;
+}
+
+// The same Bilinear as bilinear(y, x, height, width), from axis_tap(y, height) and
+// axis_tap(x, width).
+template <typename T>
+MF_HOST_DEVICE Bilinear<T> bilinear_from_axes(const AxisTap<T>& ay, const AxisTap<T>& ax) {
+  Bilinear<T> b;
+  b.valid = ay.valid && ax.valid;
+  if (!b.valid) {
+    b.y_low = b.y_high = b.x_low = b.x_high = 0;
+    b.w1 = b.w2 = b.w3 = b.w4 = T(0);
+    return b;
+  }
+  b.y_low = ay.low;
+  b.y_high = ay.high;
+  b.x_low = ax.low;
+  b.x_high = ax.high;
+  b.w1 = ay.w_low * ax.w_low;
+  b.w2 = ay.w_low * ax.w_high;
+  b.w3 = ay.w_high * ax.w_low;
+  b.w4 = ay.w_high * ax.w_high;
+  return b;
 }
 
 }  // namespace maskrcnn_fast

@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "common/box_checks.h"
-#include "common/box_math.h"
+#include "common/anchors_checks.h"
+#include "common/anchors_math.h"
 
 namespace maskrcnn_fast {
 namespace {

@@ -8,12 +8,12 @@
 #include <type_traits>
 
 // The loops below must stay branch-free to vectorise: GCC only if-converts the NaN-propagating
-// selects (clamps) of box_math.h when floating-point traps may be assumed off. Arithmetic and
+// selects (clamps) of box_coder_math.h when floating-point traps may be assumed off. Arithmetic and
 // results are unchanged (no FMA contraction, no reassociation); only exception flags differ.
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
-#include "common/box_math.h"
-#include "common/box_checks.h"
+#include "common/box_coder_math.h"
+#include "common/box_coder_checks.h"
 
 namespace maskrcnn_fast {
 namespace {

@@ -1,4 +1,4 @@
-// box_iou on the CPU: one pass over the [M, N] output, the arithmetic of common/iou_math.h.
+// box_iou on the CPU: one pass over the [M, N] output, the arithmetic of common/box_iou_math.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -12,8 +12,8 @@
 // floating-point traps may be assumed off; the arithmetic and its rounding are unchanged.
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
-#include "common/iou_checks.h"
-#include "common/iou_math.h"
+#include "common/box_iou_checks.h"
+#include "common/box_iou_math.h"
 
 namespace maskrcnn_fast {
 namespace {

@@ -1,8 +1,8 @@
 // detection_postprocess on the CPU.
 //
 // 1. Rows (all images' ROIs) in parallel: softmax, and for the classes above score_thresh only
-//    (a few percent of them) the decode, clip and size test (common/detection_math.h); each
-//    surviving (ROI, class) gets a flag, its probability and its box.
+//    (a few percent of them) the decode, clip and size test (common/detection_postprocess_math.h);
+//    each surviving (ROI, class) gets a flag, its probability and its box.
 // 2. (image, class) tasks in parallel: gather the class's candidates in ROI order, sort them by
 //    descending probability (ties: lower ROI first, a stable sort), greedy NMS (cpu/nms_impl.h).
 // 3. Per image: the detections_per_img most probable kept boxes over all classes (ties: lower
@@ -23,9 +23,9 @@
 // unchanged (no contraction, no reassociation); only exception flags differ.
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
-#include "common/box_checks.h"
-#include "common/detection_checks.h"
-#include "common/detection_math.h"
+#include "common/box_coder_checks.h"
+#include "common/detection_postprocess_checks.h"
+#include "common/detection_postprocess_math.h"
 #include "cpu/nms_impl.h"
 
 namespace maskrcnn_fast {

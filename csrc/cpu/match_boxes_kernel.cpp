@@ -20,8 +20,8 @@
 // As in box_iou_kernel.cpp: the selects only vectorise when traps may be assumed off.
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")
-#include "common/iou_checks.h"
-#include "common/iou_math.h"
+#include "common/match_boxes_checks.h"
+#include "common/match_boxes_math.h"
 
 namespace maskrcnn_fast {
 namespace {

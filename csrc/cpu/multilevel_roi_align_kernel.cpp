@@ -22,7 +22,7 @@
 #include <atomic>
 #include <vector>
 
-#include "common/multilevel_math.h"
+#include "common/multilevel_roi_align_math.h"
 #include "common/multilevel_roi_align_checks.h"
 
 namespace maskrcnn_fast {
@@ -61,19 +61,6 @@ void prefetch_footprint(const T* plane, int64_t sy, const Footprint& fp) {
 
 // Channels whose footprint is requested ahead of their turn (about 1 us of work ahead).
 constexpr int64_t kAhead = 8;
-
-// CPU inputs are checked, not guarded: a bad batch index is the caller's bug.
-// rois: contiguous, of type acc_t.
-template <typename acc_t>
-void check_batch_indices(const at::Tensor& rois, int64_t batch) {
-  const acc_t* r = rois.const_data_ptr<acc_t>();
-  for (int64_t k = 0; k < rois.size(0); ++k) {
-    const acc_t v = r[k * 5];
-    TORCH_CHECK(roi_batch_index(v, batch) >= 0, "rois[", k,
-                ", 0] (batch index) must be an integer in [0, ", batch,
-                ") (the features' batch size), got ", v);
-  }
-}
 
 // Runs worker.run(k) for every ROI k, one worker (scratch buffers) per thread, the threads
 // taking small chunks from a shared counter: ROIs differ in cost (adaptive grids, zero ROIs),

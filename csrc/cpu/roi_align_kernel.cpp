@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "common/roi_align_checks.h"
-#include "common/roi_align_axis.h"
 #include "common/roi_align_math.h"
 
 namespace maskrcnn_fast {
@@ -81,20 +80,6 @@ void for_each_tap_round(const RoiGeometry<acc_t>& g, int pooled_h, int pooled_w,
     }
   }
   if (!spans.empty()) consume(taps, spans);
-}
-
-// The batch index of every ROI must be an integer in [0, N): an error here, where the CUDA
-// kernel can only skip the ROI.
-template <typename scalar_t>
-void check_batch_indices(const at::Tensor& rois, int64_t batch_size) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* r = rois.const_data_ptr<scalar_t>();
-  for (int64_t k = 0; k < rois.size(0); ++k) {
-    const acc_t b = static_cast<acc_t>(r[k * 5]);
-    TORCH_CHECK(b == std::floor(b) && b >= acc_t(0) && b < static_cast<acc_t>(batch_size),
-                "rois[", k, ", 0] must be an integer batch index in [0, ", batch_size,
-                "), got ", b);
-  }
 }
 
 template <typename acc_t, typename scalar_t>

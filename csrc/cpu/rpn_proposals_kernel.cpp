@@ -17,8 +17,8 @@
 #include <utility>
 #include <vector>
 
-#include "common/rpn_checks.h"
-#include "common/rpn_math.h"
+#include "common/rpn_proposals_checks.h"
+#include "common/rpn_proposals_math.h"
 #include "cpu/nms_impl.h"
 
 namespace maskrcnn_fast {

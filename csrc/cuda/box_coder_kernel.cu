@@ -1,5 +1,5 @@
 // decode_boxes (with the optional clip) and encode_boxes on CUDA: one thread per decoded box
-// (grid-stride), the arithmetic of common/box_math.h.
+// (grid-stride), the arithmetic of common/box_coder_math.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -9,8 +9,8 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/box_checks.h"
-#include "common/box_math.h"
+#include "common/box_coder_checks.h"
+#include "common/box_coder_math.h"
 
 namespace maskrcnn_fast {
 namespace {

@@ -1,5 +1,5 @@
 // box_iou on CUDA: one thread per output element (grid-stride), the arithmetic of
-// common/iou_math.h.
+// common/box_iou_math.h.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -9,8 +9,8 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/iou_checks.h"
-#include "common/iou_math.h"
+#include "common/box_iou_checks.h"
+#include "common/box_iou_math.h"
 
 namespace maskrcnn_fast {
 namespace {

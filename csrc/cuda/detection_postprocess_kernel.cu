@@ -1,8 +1,9 @@
 // detection_postprocess on CUDA, with no host synchronisation (capturable in a CUDA graph).
 //
 // 1. One thread per ROI: softmax and, for the classes above score_thresh, decode, clip and size
-//    test (common/detection_math.h, the CPU kernel's arithmetic). Every (ROI, class >= 1) slot
-//    gets a key (probability, or -1) and a category (image * C + class, or -1 when filtered).
+//    test (common/detection_postprocess_math.h, the CPU kernel's arithmetic). Every
+//    (ROI, class >= 1) slot gets a key (probability, or -1) and a category (image * C + class,
+//    or -1 when filtered).
 // 2. Sort by descending key (stable), then stably by category: each (image, class) is a
 //    contiguous segment in score order and the filtered slots (category -1) come first, in no
 //    segment, so the segmented NMS of cuda/nms_impl.cuh never touches them.
@@ -15,9 +16,9 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/box_checks.h"
-#include "common/detection_checks.h"
-#include "common/detection_math.h"
+#include "common/box_coder_checks.h"
+#include "common/detection_postprocess_checks.h"
+#include "common/detection_postprocess_math.h"
 #include "cuda/nms_impl.cuh"
 
 namespace maskrcnn_fast {

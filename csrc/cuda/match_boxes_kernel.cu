@@ -2,7 +2,7 @@
 //
 // Pass 1 (low-quality matches only): each block takes one image and a stripe of its boxes; for
 // each ground truth (staged in shared memory, kChunk at a time) a warp max-reduces the IoU keys
-// of its 32 boxes (common/iou_math.h's order-preserving keys, so NaN wins as in torch.max),
+// of its 32 boxes (common/match_boxes_math.h's order-preserving keys, so NaN wins as in torch.max),
 // lane 0 folds it into the block's shared key, and the block folds its keys into the global
 // [N, G] keys with atomicMax. Pass 2: one thread per box walks the ground truths in order
 // (running max / argmax / "equals some ground truth's best") and writes the decision.
@@ -17,8 +17,8 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/iou_checks.h"
-#include "common/iou_math.h"
+#include "common/match_boxes_checks.h"
+#include "common/match_boxes_math.h"
 
 namespace maskrcnn_fast {
 namespace {

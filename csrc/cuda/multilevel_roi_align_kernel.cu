@@ -1,10 +1,10 @@
-// multilevel_roi_align on CUDA: one launch over the ROIs of all pyramid levels. Forward: one
-// block per (ROI, block of channels), as roi_align: its threads plan the ROI once (level, image,
-// geometry: multilevel_math.h) and pool its bins with roi_align_math.h, so the results are
-// bitwise those of a per-element plan. NCHW maps: consecutive threads take consecutive bins of
+// multilevel_roi_align on CUDA: one launch over the ROIs of all pyramid levels. Forward: one block
+// per (ROI, block of channels), as roi_align: its threads plan the ROI once (level, image,
+// geometry: multilevel_roi_align_math.h) and pool its bins with roi_align_math.h, so the results
+// are bitwise those of a per-element plan. NCHW maps: consecutive threads take consecutive bins of
 // one channel (coalesced reads and writes); channels_last maps: consecutive channels of one bin
-// (coalesced reads), staged through shared memory so that the NCHW output is written a row of
-// bins at a time. The levels' pointers, strides and scales travel by value in the kernel argument.
+// (coalesced reads), staged through shared memory so that the NCHW output is written a row of bins
+// at a time. The levels' pointers, strides and scales travel by value in the kernel argument.
 //
 // No host synchronisation: a ROI whose batch index is not an integer in [0, N), whose box is
 // not finite, or that has no level writes zeros (and receives no gradient) instead of reading
@@ -19,7 +19,7 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/multilevel_math.h"
+#include "common/multilevel_roi_align_math.h"
 #include "common/multilevel_roi_align_checks.h"
 
 namespace maskrcnn_fast {

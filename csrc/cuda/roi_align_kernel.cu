@@ -1,7 +1,7 @@
 // ROIAlign on CUDA: forward and backward, NCHW and channels-last.
 //
 // One block per (ROI, block of channels). The block first puts the ROI's row taps
-// (PH * grid_h of them) and column taps (PW * grid_w) in shared memory (common/roi_align_axis.h,
+// (PH * grid_h of them) and column taps (PW * grid_w) in shared memory (common/roi_align_math.h,
 // bitwise the same as bilinear()), then each thread makes output elements of that ROI from the
 // tables: the geometry and the bilinear weights are computed once per ROI instead of once per
 // sample of every channel. NCHW: consecutive threads take consecutive bins of one channel;
@@ -20,7 +20,6 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/roi_align_axis.h"
 #include "common/roi_align_checks.h"
 #include "common/roi_align_math.h"
 
@@ -50,9 +49,9 @@ __device__ RoiTaps<acc_t> load_roi(const scalar_t* __restrict__ roi, int64_t bat
                                    int sampling_ratio, bool aligned, int height, int width,
                                    AxisTap<acc_t>* taps) {
   RoiTaps<acc_t> r;
-  const acc_t b = static_cast<acc_t>(roi[0]);
-  const bool batch_ok = b == floor(b) && b >= acc_t(0) && b < static_cast<acc_t>(batch_size);
-  r.n = batch_ok ? static_cast<int64_t>(b) : 0;
+  const int64_t n = roi_batch_index(static_cast<acc_t>(roi[0]), batch_size);
+  const bool batch_ok = n >= 0;
+  r.n = batch_ok ? n : 0;
   r.g = roi_geometry<acc_t>(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]),
                             static_cast<acc_t>(roi[3]), static_cast<acc_t>(roi[4]), spatial_scale,
                             pooled_h, pooled_w, sampling_ratio, aligned);

@@ -2,8 +2,8 @@
 //
 // 1. Per level, at::topk of the logits of all images at once ([N, A * H * W] -> [N, k_l]).
 // 2. One kernel over (image, candidate): the anchor from (level, y, x, a), decode, clip, filters
-//    (common/rpn_math.h, the CPU kernel's arithmetic). A candidate that fails a filter gets NaN
-//    coordinates for the NMS (a NaN box neither suppresses nor is suppressed) and key -1.
+//    (common/rpn_proposals_math.h, the CPU kernel's arithmetic). A candidate that fails a filter
+//    gets NaN coordinates for the NMS (a NaN box neither suppresses nor is suppressed) and key -1.
 // 3. Segmented NMS (cuda/nms_impl.cuh) with one segment per (image, level): the candidates are
 //    already in score order within a segment, and the segments are contiguous.
 // 4. Per image, a stable descending sort of (kept ? probability : -1) gives the post-NMS top-n
@@ -18,8 +18,8 @@
 
 #include "cuda/launch.cuh"
 
-#include "common/rpn_checks.h"
-#include "common/rpn_math.h"
+#include "common/rpn_proposals_checks.h"
+#include "common/rpn_proposals_math.h"
 #include "cuda/nms_impl.cuh"
 
 namespace maskrcnn_fast {

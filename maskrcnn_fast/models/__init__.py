@@ -1,5 +1,5 @@
 """Mask R-CNN built on maskrcnn_fast's ops, with torchvision's arguments, state_dict and results."""
-from ._ops import OpSet, get_ops
+from .opset import OpSet, get_ops
 from .backbone import BackboneWithFPN, FeaturePyramid, ResNetBody, resnet_fpn_backbone
 from .builders import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
 from .mask_rcnn import MaskRCNN

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from . import layout as _layout
+from . import memory_format as _layout
+from .batch_norm import bn_affine
 
 __all__ = ["ResNetBody", "FeaturePyramid", "BackboneWithFPN", "resnet_fpn_backbone", "freeze_resnet_layers"]
 
@@ -50,9 +51,8 @@ def _norm_(bn: nn.Module, x: Tensor) -> Tensor:
         )
         return x
     if type(bn) is FrozenBatchNorm2d:
-        scale = bn.weight.reshape(1, -1, 1, 1) * (bn.running_var.reshape(1, -1, 1, 1) + bn.eps).rsqrt()
-        shift = bn.bias.reshape(1, -1, 1, 1) - bn.running_mean.reshape(1, -1, 1, 1) * scale
-        return x.mul_(scale).add_(shift)
+        scale, shift = bn_affine(bn)
+        return x.mul_(scale.reshape(1, -1, 1, 1)).add_(shift.reshape(1, -1, 1, 1))
     return bn(x)
 
 
@@ -96,8 +96,7 @@ def _conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: Tensor) -> Tensor
     """bn(conv(x)) as one convolution: the frozen scale folded into the weight (gradients still
     reach conv.weight through the product), the shift into the bias. Equal up to rounding
     (x * (w * s) against (x * w) * s)."""
-    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
-    shift = bn.bias - bn.running_mean * scale
+    scale, shift = bn_affine(bn)
     bias = shift if conv.bias is None else conv.bias * scale + shift
     return F.conv2d(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation,
                     conv.groups)
@@ -240,7 +239,7 @@ class BackboneWithFPN(nn.Module):
     by rounding, i.e. when training with frozen batch norms folded into the convolutions, and is
     NCHW (torchvision's bits) otherwise; "auto" chooses in every mode (optimize_for_inference
     sets it). Choosing means timing the backbone in both formats on this machine, once per
-    device, size and mode (see :mod:`maskrcnn_fast.models.layout`; ``MASKRCNN_FAST_CHANNELS_LAST``
+    device, size and mode (see :mod:`maskrcnn_fast.models.memory_format`; ``MASKRCNN_FAST_CHANNELS_LAST``
     = 0 / 1 skips the timing). Read back, it reports the fixed setting, else the last choice
     (None before the first).
 

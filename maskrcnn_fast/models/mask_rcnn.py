@@ -1,14 +1,14 @@
 """The Mask R-CNN module: transform -> backbone -> RPN -> RoI heads -> back to image pixels.
 
 Same arguments, state_dict keys, outputs and losses as torchvision's ``MaskRCNN``; the ops it
-runs on are chosen once by ``ops`` ("fused" or "torch", see ``models/_ops.py``).
+runs on are chosen once by ``ops`` ("fused" or "torch", see ``models/opset.py``).
 """
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ._ops import OpSet, get_ops
+from .opset import OpSet, get_ops
 from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import ImageList, ImageTransform

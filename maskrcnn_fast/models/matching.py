@@ -1,7 +1,7 @@
 """Training-target helpers shared by the RPN and the box head: padding, matcher, sampler.
 
 The matching itself is one ``match_boxes`` call (an OpSet member) for all images; ``Matcher``
-keeps the thresholds (and torchvision's per-image call on an IoU matrix). Same results as
+keeps the thresholds and the labels of torchvision's Matcher. Same results as
 torchvision's ``Matcher`` and ``BalancedPositiveNegativeSampler``; the sampler draws with
 ``torch.randperm`` in the same order (per image: positives, then negatives), so seeded runs
 sample the same anchors and proposals.
@@ -26,10 +26,9 @@ def pad_rows(rows: List[Tensor], min_rows: int = 1) -> Tuple[Tensor, Tensor]:
 
 
 class Matcher:
-    """Assigns each prediction (column of an IoU matrix) the ground truth (row) it overlaps most.
-
-    Returns int64 Tensor[N]: the matched row, or BELOW_LOW_THRESHOLD (-1) when the best IoU is
-    below ``low_threshold``, or BETWEEN_THRESHOLDS (-2) when it is in [low, high). With
+    """The arguments and labels of torchvision's Matcher, which ``match_boxes`` applies: each
+    prediction gets the ground truth it overlaps most, or BELOW_LOW_THRESHOLD (-1) when the best
+    IoU is below ``low_threshold``, or BETWEEN_THRESHOLDS (-2) when it is in [low, high). With
     ``allow_low_quality_matches``, each ground truth also keeps the predictions that overlap it
     most (ties included), whatever their IoU, matched to their own best ground truth.
     """
@@ -43,21 +42,6 @@ class Matcher:
         self.high_threshold = high_threshold
         self.low_threshold = low_threshold
         self.allow_low_quality_matches = allow_low_quality_matches
-
-    def __call__(self, quality: Tensor) -> Tensor:
-        """quality (Tensor[M, N]): M ground truths x N predictions."""
-        if quality.numel() == 0:
-            what = "ground-truth boxes" if quality.shape[0] == 0 else "proposal boxes"
-            raise ValueError(f"no {what} available for one of the images during training")
-        best, matches = quality.max(dim=0)
-        best_any = matches.clone() if self.allow_low_quality_matches else None
-        matches[best < self.low_threshold] = self.BELOW_LOW_THRESHOLD
-        matches[(best >= self.low_threshold) & (best < self.high_threshold)] = self.BETWEEN_THRESHOLDS
-        if best_any is not None:
-            best_per_gt = quality.max(dim=1).values
-            preds = torch.where(quality == best_per_gt[:, None])[1]
-            matches[preds] = best_any[preds]
-        return matches
 
 
 class BalancedPositiveNegativeSampler:

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ImageList", "ImageTransform", "resize_boxes", "paste_masks_loop"]
+from .. import ops
+
+__all__ = ["ImageList", "ImageTransform", "resize_boxes"]
 
 
 class ImageList:
@@ -48,35 +50,6 @@ def resize_boxes(boxes: Tensor, original_size: Sequence[int], new_size: Sequence
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 
 
-def paste_masks_loop(masks: Tensor, boxes: Tensor, image_shape: Tuple[int, int], padding: int = 1) -> Tensor:
-    """Pastes M x M mask probabilities into an image, one box at a time (the plain-PyTorch path).
-
-    masks (Tensor[N, 1, M, M]); boxes (Tensor[N, 4]) x1, y1, x2, y2 in image pixels;
-    image_shape (h, w). Returns Tensor[N, 1, h, w]. The mask is padded by ``padding`` pixels, its
-    box grown by the same factor and truncated to integers; the mask is resized bilinearly to the
-    box (w = x2 - x1 + 1 pixels) and the part inside the image is written; the rest is 0.
-    """
-    im_h, im_w = int(image_shape[0]), int(image_shape[1])
-    n, m = masks.shape[0], masks.shape[-1]
-    out = masks.new_zeros((n, 1, im_h, im_w))
-    if n == 0:
-        return out
-    scale = float(m + 2 * padding) / m
-    padded = F.pad(masks, (padding,) * 4)
-    half = torch.stack(((boxes[:, 2] - boxes[:, 0]) * 0.5, (boxes[:, 3] - boxes[:, 1]) * 0.5), 1) * scale
-    ctr = torch.stack(((boxes[:, 2] + boxes[:, 0]) * 0.5, (boxes[:, 3] + boxes[:, 1]) * 0.5), 1)
-    grown = torch.cat((ctr - half, ctr + half), 1).to(torch.int64).tolist()  # one host copy for all
-    for i, (bx0, by0, bx1, by1) in enumerate(grown):
-        w, h = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
-        x0, x1 = max(bx0, 0), min(bx1 + 1, im_w)
-        y0, y1 = max(by0, 0), min(by1 + 1, im_h)
-        if x1 <= x0 or y1 <= y0:
-            continue  # box wholly outside the image
-        res = F.interpolate(padded[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
-        out[i, 0, y0:y1, x0:x1] = res[0, 0, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0]
-    return out
-
-
 class ImageTransform(nn.Module):
     """Normalises, resizes and batches images (and their targets); maps detections back.
 
@@ -84,7 +57,8 @@ class ImageTransform(nn.Module):
     per image (with torch's RNG, as torchvision draws it). max_size (int): the cap on the longer
     side. image_mean, image_std (3 floats). size_divisible (int): the padded batch's H and W are
     multiples of it. fixed_size ((w, h) or None): resize to exactly this size instead.
-    paste_masks: callable(masks [N,1,M,M], boxes [N,4], (h, w)) -> [N,1,h,w].
+    paste_masks: callable(masks [N,1,M,M], boxes [N,4], (h, w)) -> [N,1,h,w]; the model passes
+    its op set's (maskrcnn_fast.ops.paste_masks or its reference).
     """
 
     def __init__(
@@ -95,7 +69,7 @@ class ImageTransform(nn.Module):
         image_std: Sequence[float],
         size_divisible: int = 32,
         fixed_size: Optional[Tuple[int, int]] = None,
-        paste_masks: Callable = paste_masks_loop,
+        paste_masks: Callable = ops.paste_masks,
     ):
         super().__init__()
         self.min_size = tuple(min_size) if isinstance(min_size, (list, tuple)) else (min_size,)

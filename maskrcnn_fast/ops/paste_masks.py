@@ -119,7 +119,7 @@ def _paste_setup_context(ctx, inputs, output):
 
 
 def _paste_backward(ctx, grad):
-    from ._reference_paste_masks import _paste
+    from .reference.paste_masks import _paste
 
     masks, boxes, image_index, image_sizes = ctx.saved_tensors
     if ctx.threshold is not None or not ctx.needs_input_grad[0]:

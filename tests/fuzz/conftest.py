@@ -110,8 +110,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(autouse=True, params=[
     "native",
-    pytest.param("emu", marks=pytest.mark.skipif(not emulated.available(),
-                                                 reason="no emulated CUDA kernels")),
+    pytest.param("emu", marks=[pytest.mark.emu, pytest.mark.skipif(not emulated.available(),
+                                                                   reason="no emulated CUDA kernels")]),
 ])
 def kernels(request):
     """Every fuzz test runs twice: on the kernels of its drawn device, and with the CPU tensors'

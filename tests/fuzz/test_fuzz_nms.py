@@ -10,9 +10,9 @@ import torchvision
 from hypothesis import given, strategies as st
 from torchvision.ops.boxes import _batched_nms_vanilla
 
-from .fuzzlib import boxes, devices, dtypes, non_contiguous, tensor
 from maskrcnn_fast.ops import batched_nms, nms
 from maskrcnn_fast.ops import reference as ref
+from support.fuzz import boxes, devices, dtypes, non_contiguous, tensor
 
 THRESHOLDS = st.one_of(st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0, 1 / 3, 1e9, 0.5 + 1e-9]),
                        st.floats(0, 1))

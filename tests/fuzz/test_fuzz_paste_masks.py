@@ -16,10 +16,10 @@ from maskrcnn_fast import emulated
 from hypothesis import given, strategies as st
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from .fuzzlib import boxes, devices, dtypes, non_contiguous
 from maskrcnn_fast.ops import paste_masks, paste_masks_batched
 from maskrcnn_fast.ops import reference as ref
-from maskrcnn_fast.ops._reference_paste_masks import _expanded_int_boxes
+from maskrcnn_fast.ops.reference.paste_masks import _expanded_int_boxes
+from support.fuzz import boxes, devices, dtypes, non_contiguous
 
 OP = torch.ops.maskrcnn_fast.paste_masks.default
 TOL = {torch.float32: (2e-5, 2e-5), torch.float64: (1e-12, 1e-12),

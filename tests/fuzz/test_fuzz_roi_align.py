@@ -1,7 +1,6 @@
-"""Fuzz: roi_align (+ backward) and multilevel_roi_align (+ backward) against torchvision and the
-float64 reference (tolerances of tests/test_roi_align.py and tests/test_multilevel_roi_align.py:
-float32/float64 bitwise torchvision's on the CPU, 1e-5 on CUDA; float64 reference 1e-12; half
-4e-3, bfloat16 1.6e-2 relative to our float32 result).
+"""Fuzz: roi_align (+ backward) against torchvision and the float64 reference (tolerances of
+tests/test_roi_align.py: float32/float64 bitwise torchvision's on the CPU, 1e-5 on CUDA; float64
+reference 1e-12; half 4e-3, bfloat16 1.6e-2 relative to our float32 result).
 
 ROIs with a NaN or infinite coordinate are documented to give zeros (and no gradient); they are
 checked for that and left out of the torchvision comparison. Huge ROIs with the adaptive
@@ -15,22 +14,12 @@ import torch
 import torchvision
 from hypothesis import given, strategies as st
 
-from maskrcnn_fast import emulated
-
-from .fuzzlib import boxes, devices, dtypes
-from maskrcnn_fast.ops import MultiScaleRoIAlign, multilevel_roi_align, roi_align
+from maskrcnn_fast.ops import multilevel_roi_align, roi_align
 from maskrcnn_fast.ops import reference as ref
+from support.fuzz import HALF_TOL, boxes, devices, dtypes, grid_is_bounded, scaled_finite, tv_close
 
-HALF_TOL = {torch.float16: dict(rtol=4e-3, atol=4e-3), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-5)}
+
 SCALES = [1.0, 0.5, 0.25, 1 / 16, 2.0, 0.3]
-
-
-def _tv_close(ours, theirs, device):
-    # The CUDA kernels (real or emulated) sum gradients with atomics, in the threads' order.
-    if device == "cpu" and not emulated.active():
-        torch.testing.assert_close(ours.cpu(), theirs.cpu(), rtol=0, atol=0)
-    else:
-        torch.testing.assert_close(ours.cpu(), theirs.cpu(), rtol=1e-5, atol=1e-5)
 
 
 def _draw_rois(draw, k, n, h, w, scale, nonfinite):
@@ -39,22 +28,6 @@ def _draw_rois(draw, k, n, h, w, scale, nonfinite):
     idx = torch.tensor(draw(st.lists(st.integers(0, max(n - 1, 0)), min_size=k, max_size=k)),
                        dtype=torch.float64).reshape(k, 1)
     return torch.cat([idx, b], 1)
-
-
-def _scaled_finite(r, scale):
-    """Bool[K]: rows whose scaled corners and sizes stay finite (and far from overflow)."""
-    c = r[:, 1:] * scale
-    return (torch.isfinite(c) & (c.double().abs() < 1e15)).all(1)
-
-
-def _grid_is_bounded(rois, scale, ph, pw, aligned):
-    """True when the adaptive sampling grid stays small (so torchvision terminates quickly)."""
-    if rois.numel() == 0:
-        return True
-    fin = torch.isfinite(rois[:, 1:]).all(1)
-    r = rois[fin, 1:] * scale
-    size = (r[:, 2:] - r[:, :2]).abs()
-    return bool((size[:, 1] / ph <= 16).all()) and bool((size[:, 0] / pw <= 16).all())
 
 
 @pytest.mark.cuda  # draws its device: cuda too where there is one
@@ -71,7 +44,7 @@ def test_fuzz_roi_align(data):
     nonfinite = draw(st.booleans())
     rois = _draw_rois(draw, k, n, h, w, scale, nonfinite)
     sampling = draw(st.sampled_from([-1, 0, 1, 2, 3]))
-    if not _grid_is_bounded(rois, scale, ph, pw, aligned):
+    if not grid_is_bounded(rois, scale, ph, pw, aligned):
         sampling = draw(st.integers(1, 3))
     g = torch.Generator().manual_seed(draw(st.integers(0, 9999)))
     x64 = torch.rand(n, c, h, w, generator=g, dtype=torch.float64)
@@ -89,14 +62,14 @@ def test_fuzz_roi_align(data):
     assert bool((out.detach().cpu()[bad] == 0).all()), "non-finite ROIs give zeros"
     # torchvision's CPU kernel reads out of bounds (segfault) when finite corners overflow once
     # scaled (3e38 * 2 in float32): those rows are only compared with the reference (zeros).
-    good = ~bad & _scaled_finite(r, scale)
+    good = ~bad & scaled_finite(r, scale)
     if aligned and sampling <= 0:
         # torchvision's CPU kernel raises (negative adaptive grid, "cannot create std::vector
         # larger than max_size()") for an inverted ROI with aligned=True; ours gives zeros.
         good &= (r[:, 3] >= r[:, 1]) & (r[:, 4] >= r[:, 2])
     if dtype in (torch.float32, torch.float64):
         tv = torchvision.ops.roi_align(x, r[good], *args)
-        _tv_close(out.detach()[good.to(device)], tv, device)
+        tv_close(out.detach()[good.to(device)], tv, device)
         # float32 against the reference in float32: the adaptive grid ceil(roi size / bins) is
         # discontinuous, and a float32 roi size can round across an integer (found: 2.229 - 0.229
         # > 2 in float32, 3 samples per side instead of float64's 2; torchvision agrees with us).
@@ -111,7 +84,7 @@ def test_fuzz_roi_align(data):
             assert torch.isfinite(ours).all()
             xt = x.detach().clone().requires_grad_(True)
             theirs = torch.autograd.grad(torchvision.ops.roi_align(xt, r[good], *args), xt, grad[good])[0]
-            _tv_close(ours, theirs, device)
+            tv_close(ours, theirs, device)
             if dtype == torch.float64:
                 xr = x.detach().clone().requires_grad_(True)
                 want_g = torch.autograd.grad(ref.roi_align(xr, r, *args), xr, grad)[0]
@@ -158,85 +131,3 @@ def test_fuzz_roi_align_errors(data):
     with pytest.raises((RuntimeError, ValueError), match=arg):
         torch.ops.maskrcnn_fast.roi_align(x, rois, args["spatial_scale"], args["output_size"][0],
                                           args["output_size"][1], args["sampling_ratio"], False)
-
-
-# ---- multilevel ------------------------------------------------------------------------------
-
-@pytest.mark.cuda  # draws its device: cuda too where there is one
-@given(data=st.data())
-def test_fuzz_multilevel_roi_align(data):
-    draw = data.draw
-    device, dtype = draw(devices), draw(dtypes)
-    levels = draw(st.integers(1, 4))
-    n, c = draw(st.integers(1, 2)), draw(st.integers(0, 2))
-    first = draw(st.sampled_from([1, 2, 3]))  # k_min: scale 2**-first
-    image = draw(st.integers(1, 40))
-    scales = [2.0 ** -(first + i) for i in range(levels)]
-    g = torch.Generator().manual_seed(draw(st.integers(0, 9999)))
-    feats64 = [torch.rand(n, c, max(math.ceil(image * s), 1) + draw(st.integers(-1, 1)) * (image * s > 2),
-                          max(math.ceil(image * s), 1), generator=g, dtype=torch.float64)
-               for s in scales]
-    k = draw(st.integers(0, 5))
-    nonfinite = draw(st.booleans())
-    b = draw(boxes(k, lo=-10, hi=image + 10, nonfinite=nonfinite, size_hi=image + 20))
-    # Sometimes the big boxes that go to the coarse levels.
-    if k and draw(st.booleans()):
-        b = b * draw(st.sampled_from([8.0, 30.0, 0.1]))
-    idx = torch.tensor(draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k)),
-                       dtype=torch.float64).reshape(k, 1)
-    rois64 = torch.cat([idx, b], 1)
-    ph, pw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    aligned = draw(st.booleans())
-    sampling = draw(st.sampled_from([-1, 0, 1, 2]))
-    if not _grid_is_bounded(rois64, scales[0], ph, pw, aligned):
-        sampling = draw(st.integers(1, 2))
-    mixed = dtype in (torch.float16, torch.bfloat16) and draw(st.booleans())
-    feats = [f.to(dtype) for f in feats64]
-    if draw(st.booleans()):
-        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
-    rois = rois64.to(torch.float32 if mixed else dtype)
-    grad_ok = dtype in (torch.float32, torch.float64)
-    feats_dev = [f.to(device).requires_grad_(grad_ok) for f in feats]
-    args = ((ph, pw), scales, sampling, aligned)
-    out = multilevel_roi_align(feats_dev, rois.to(device), *args)
-    assert out.shape == (k, c, ph, pw) and out.dtype == dtype
-    bad = ~torch.isfinite(rois[:, 1:]).all(1)
-    assert bool((out.detach().cpu()[bad] == 0).all()), "non-finite ROIs give zeros"
-    if grad_ok:
-        # In the features' dtype: levels and adaptive grids are computed in it (see roi_align).
-        want = ref.multilevel_roi_align([f.clone() for f in feats], rois.clone(), *args).double()
-        torch.testing.assert_close(out.detach().cpu().double(), want,
-                                   **(dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
-                                      else dict(rtol=1e-5, atol=1e-5)))
-        # torchvision's pooler (aligned=False, scales inferred from the maps) on the finite ROIs
-        good = ~bad & _scaled_finite(rois, scales[0])
-        if not aligned and k and bool(good.any()) and all(
-                s == 2.0 ** round(math.log2(f.shape[2] / image)) for f, s in zip(feats, scales)):
-            tvp = torchvision.ops.MultiScaleRoIAlign([str(i) for i in range(levels)], (ph, pw), sampling)
-            names = {str(i): f for i, f in enumerate(feats)}
-            per_image = [rois[good & (rois[:, 0] == i), 1:] for i in range(n)]
-            order = torch.cat([torch.nonzero(good & (rois[:, 0] == i)).flatten() for i in range(n)])
-            tv = tvp(names, per_image, [(image, image)] * n)
-            ours_mod = MultiScaleRoIAlign([str(i) for i in range(levels)], (ph, pw), sampling)
-            mod = ours_mod({kk: v.to(device) for kk, v in names.items()},
-                           [p.to(device) for p in per_image], [(image, image)] * n)
-            _tv_close(mod, tv, device)
-            _tv_close(out.detach()[order.to(device)], tv, device)
-        if out.numel():
-            grad = torch.rand(out.shape, generator=g, dtype=torch.float64).to(dtype)
-            ours = torch.autograd.grad(out, feats_dev, grad.to(device), allow_unused=True)
-            # In the features' dtype, as the forward (a float32 ROI side can round to 0).
-            fr = [f.detach().clone().requires_grad_(True) for f in feats]
-            want_g = torch.autograd.grad(ref.multilevel_roi_align(fr, rois.clone(), *args), fr,
-                                         grad, allow_unused=True)
-            for a, e, f in zip(ours, want_g, fr):
-                e = (torch.zeros_like(f) if e is None else e).double()
-                if a is None:
-                    assert bool((e == 0).all())
-                    continue
-                torch.testing.assert_close(a.cpu().double(), e,
-                                           **(dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64
-                                              else dict(rtol=1e-5, atol=1e-5)))
-    else:
-        f32 = multilevel_roi_align([f.float().to(device) for f in feats], rois.float().to(device), *args)
-        torch.testing.assert_close(out.float(), f32, **HALF_TOL[dtype])

@@ -1,0 +1,76 @@
+"""``maskrcnn-fast eval``: COCO box and mask AP of a checkpoint."""
+from .._pycocotools import pycocotools
+from ..weights import read_weights
+from .datasets import check_scorable, dataset_from_args, match_labels
+from .errors import print_error, usage_errors
+from .options import (AP_HELP, AP_RULE, DATA_RULES, MODEL_RULES, add_data_args, add_model_args, check_file,
+                      check_numbers, device, model_from_args, weights_arg)
+
+__all__ = ["add_parser", "check_min_ap", "evaluate_and_print", "run"]
+
+
+def add_parser(sub) -> None:
+    e = sub.add_parser("eval", help="COCO box and mask AP of a checkpoint")
+    e.add_argument("--checkpoint", help="ours, a torchvision reference checkpoint or a state_dict .pth")
+    add_data_args(e, train=False)
+    add_model_args(e, train=False)
+    e.add_argument("--batch-size", type=int, default=2)
+    e.add_argument("--output-json", metavar="PATH",
+                   help="the detections as a COCO results list (x, y, w, h); the metrics go beside it in "
+                        "<name>.metrics.json (eval.json -> eval.metrics.json)")
+    e.add_argument("--min-mask-ap50", type=float, metavar="X", help=AP_HELP)
+    e.set_defaults(func=run)
+
+
+def evaluate_and_print(model, dataset, device_name, args, output_json) -> dict:
+    from ..evaluation import evaluate, format_table
+
+    results = evaluate(model, dataset, device_name, batch_size=args.batch_size, output_json=output_json,
+                       progress=not args.no_progress)
+    print(format_table(results))
+    return results
+
+
+def check_min_ap(results: dict, args) -> int:
+    """--min-mask-ap50: 1 (with one line on stderr) when the mask AP50 is below it, else 0."""
+    want = getattr(args, "min_mask_ap50", None)
+    if want is None:
+        return 0
+    got = (results.get("segm") or {}).get("AP50")
+    if got is None or got < want:
+        shown = "unavailable (no masks)" if got is None else f"{got:.3f}"
+        print_error(f"mask AP50 {shown} is below --min-mask-ap50 {want:g}")
+        return 1
+    print(f"mask AP50 {got:.3f} >= {want:g}: ok")
+    return 0
+
+
+def run(args) -> int:
+    import torch
+
+    check_numbers(args, [("--batch-size", lambda v: v >= 1, ">= 1")] + MODEL_RULES + DATA_RULES + AP_RULE)
+    spec, option = weights_arg(args)
+    if args.output_json:
+        from ..evaluation import metrics_path
+
+        check_file(args.output_json, "--output-json")
+        check_file(metrics_path(args.output_json), "--output-json (its metrics)")
+    with usage_errors():
+        ck = read_weights(spec, option)
+    pycocotools("eval")  # bad arguments first (a missing checkpoint), then what is not installed
+    ck_args = ck.get("args") or {}
+    if not isinstance(ck_args, dict):  # torchvision's reference scripts: an argparse.Namespace
+        ck_args = vars(ck_args)
+    image_size = ck_args.get("image_size") if ck_args.get("dataset") == "synthetic" else None
+    dataset = dataset_from_args(args, train=False, image_size=image_size)
+    check_scorable(dataset, "--ann-file")
+    have = ck["model"].get("roi_heads.box_predictor.cls_score.weight")
+    if have is not None:
+        match_labels(dataset, int(have.shape[0]))
+    dev = device(args.device)
+    model, _ = model_from_args(args, spec, option, num_classes=int(dataset.num_classes), checkpoint=ck)
+    del ck
+    with torch.inference_mode():
+        results = evaluate_and_print(model.to(dev), dataset, dev, args, args.output_json)
+    return check_min_ap(results, args)
+
