@@ -18,7 +18,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from maskrcnn_fast.models import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
 from maskrcnn_fast.models.transform import ImageTransform
-from maskrcnn_fast.ops import paste_masks as paste_masks_loop  # ImageTransform's default paste
+from maskrcnn_fast.ops import paste_masks  # ImageTransform's default paste
 from support import CUDA_AVAILABLE, NO_CUDA_REASON
 from support.models import SMALL
 
@@ -256,7 +256,7 @@ def test_transform_equal(training):
         torch.testing.assert_close(y["boxes"], x["boxes"], rtol=0, atol=0)
 
 
-def test_paste_masks_loop_equal():
+def test_default_paste_is_torchvisions():
     """The model's default paste (ImageTransform's, maskrcnn_fast.ops.paste_masks; the plain
     per-box loop it replaced is gone) is torchvision's up to float32 rounding (it samples every
     pixel directly), including boxes that stick out of the image and boxes under one pixel."""
@@ -269,9 +269,9 @@ def test_paste_masks_loop_equal():
          [5.2, 7.9, 5.6, 8.1], [0.0, 0.0, 90.0, 70.0], [33.3, 21.7, 47.9, 64.4]]
     )
     want = paste_masks_in_image(masks, boxes, (70, 90))
-    got = paste_masks_loop(masks, boxes, (70, 90))
+    got = paste_masks(masks, boxes, (70, 90))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-    assert paste_masks_loop(masks[:0], boxes[:0], (70, 90)).shape == (0, 1, 70, 90)
+    assert paste_masks(masks[:0], boxes[:0], (70, 90)).shape == (0, 1, 70, 90)
 
 
 # ---- end to end ----------------------------------------------------------------------------------
