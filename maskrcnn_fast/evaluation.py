@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ._pycocotools import pycocotools
+from .data.cocoapi import pycocotools
 
 # Importing this module needs pycocotools: everything here scores or writes COCO data.
 _pct = pycocotools("COCO evaluation (maskrcnn_fast.evaluation)")

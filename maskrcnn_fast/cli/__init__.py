@@ -30,7 +30,7 @@ import subprocess  # noqa: F401  tests replace subprocess.call through it (bench
 import sys
 from typing import List, Optional
 
-from .._pycocotools import MissingPycocotools
+from ..data.cocoapi import MissingPycocotools
 from ..models.builders import build_model, model_from_checkpoint
 from ..weights import WeightsUnavailableError, infer_depth
 from . import bench, export, predict, train

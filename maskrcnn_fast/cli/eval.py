@@ -1,5 +1,5 @@
 """``maskrcnn-fast eval``: COCO box and mask AP of a checkpoint."""
-from .._pycocotools import pycocotools
+from ..data.cocoapi import pycocotools
 from ..weights import read_weights
 from .datasets import check_scorable, dataset_from_args, match_labels
 from .errors import print_error, usage_errors

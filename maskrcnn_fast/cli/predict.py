@@ -2,7 +2,7 @@
 import os
 from typing import List
 
-from .._pycocotools import pycocotools
+from ..data.cocoapi import pycocotools
 from .errors import UsageError, need
 from .options import MODEL_RULES, add_model_args, check_folder, check_numbers, device, model_from_args, weights_arg
 

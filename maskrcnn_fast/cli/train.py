@@ -3,7 +3,7 @@ for several processes), from scratch, from a backbone or from a whole model's we
 import json
 import os
 
-from .._pycocotools import pycocotools
+from ..data.cocoapi import pycocotools
 from ..models.builders import DEFAULT_WIDTHS, build_model
 from ..weights import (check_weights_spec, checkpoint_eps, infer_depth, load_into, read_backbone_weights,
                        read_weights)

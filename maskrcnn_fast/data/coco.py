@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .._pycocotools import pycocotools
+from .cocoapi import pycocotools
 from .images import load_image
 
 __all__ = ["CocoDetection", "decode_segmentation", "load_image"]

@@ -1,4 +1,5 @@
-"""pycocotools, imported only where COCO files are read, written or scored.
+"""pycocotools, imported only where COCO files are read, written or scored (data.coco,
+evaluation, the command line).
 
 The model, the ops and the data package import without it: a machine that only runs or trains
 the model (the GPU check's machine has no pycocotools and no network) must not need it.
