@@ -48,5 +48,8 @@ from . import emulated  # noqa: E402
 from .inference import capture_cuda_graph, optimize_for_inference  # noqa: E402
 from . import deploy  # noqa: E402  torch.export, AOTInductor packages, ONNX
 from .deploy import export  # noqa: E402
+from . import accelerate  # noqa: E402  our kernels behind torchvision's own ops
+from .accelerate import accelerate_torchvision  # noqa: E402
 
-__all__ += ["models", "optimize_for_inference", "capture_cuda_graph", "emulated", "deploy", "export"]
+__all__ += ["models", "optimize_for_inference", "capture_cuda_graph", "emulated", "deploy", "export",
+            "accelerate", "accelerate_torchvision"]

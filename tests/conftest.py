@@ -1,6 +1,7 @@
-"""Fixtures (devices, seeds, a tiny checkpoint, one thread) and the collection hook that marks
-every case using CUDA; shared helpers live in tests/support/."""
+"""Fixtures (devices, seeds, a tiny checkpoint, one thread, torchvision's kernels restored after every
+test) and the collection hook that marks every case using CUDA; shared helpers live in tests/support/."""
 import os
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,17 @@ DEVICES = [
 def device(request):
     """Every op test runs on the CPU, and on CUDA where a GPU and the CUDA kernels exist."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def torchvision_kernels_restored():
+    """No test leaves our kernels behind torchvision's ops (maskrcnn_fast.accelerate): the other
+    tests use torchvision as their oracle. A test that does fails here, after the restore."""
+    yield
+    acc = sys.modules.get("maskrcnn_fast.accelerate")
+    if acc is not None and acc.is_accelerated():
+        acc.restore_torchvision()
+        pytest.fail("the test left maskrcnn_fast.accelerate_torchvision() in force (now restored)")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ and the command lines they show use options the commands have.
 - Links: every relative `[text](target)` / `![alt](target)` outside code resolves to a file of
   the repository, and its `#anchor`, if any, to a heading of that file (GitHub's slugs).
 - Python: every ```python block runs, in a fresh namespace and a temporary working folder, and
-  imports only the public API (maskrcnn_fast, .ops, .models, .data, .deploy, .emulated: no
+  imports only the public API (maskrcnn_fast, .ops, .models, .data, .deploy, .emulated, .accelerate: no
   underscore name). A block whose previous line is `<!-- docs-test: skip (reason) -->` is
   only compiled and checked for its imports, and the run is skipped with that reason (it needs
   the network, pretrained weights, a GPU or minutes of compiling).
@@ -35,6 +35,7 @@ PUBLIC_MODULES = {
     "maskrcnn_fast.deploy",
     "maskrcnn_fast.deploy.onnx",
     "maskrcnn_fast.emulated",
+    "maskrcnn_fast.accelerate",
 }
 COMMANDS = ("train", "eval", "predict", "export", "bench")
 

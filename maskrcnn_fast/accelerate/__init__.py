@@ -1,0 +1,32 @@
+"""Our kernels behind torchvision's own registered ops, for every caller (issue 20, op level).
+
+    import maskrcnn_fast
+    maskrcnn_fast.accelerate_torchvision()        # torchvision.ops.nms / roi_align now run ours
+    maskrcnn_fast.accelerate.restore_torchvision()  # torchvision's kernels again
+
+    with maskrcnn_fast.accelerate.torchvision_accelerated():
+        ...
+
+The CPU (and, with our CUDA kernels and a GPU, CUDA) kernels of ``torchvision::nms``,
+``torchvision::roi_align`` and ``torchvision::_roi_align_backward`` are replaced in the
+dispatcher, so names bound before the call, ``torch.ops.torchvision.*`` and TorchScript all
+reach them; torchvision's autograd, autocast, Meta and quantized kernels stay. Calls our ops
+cannot take as torchvision does run torchvision's own kernel (see docs/accelerate.md).
+
+The room sits above ops and models and below cli; it imports only public names below it.
+"""
+from .torchvision_ops import (
+    accelerate_torchvision,
+    is_accelerated,
+    kernel_calls,
+    restore_torchvision,
+    torchvision_accelerated,
+)
+
+__all__ = [
+    "accelerate_torchvision",
+    "restore_torchvision",
+    "torchvision_accelerated",
+    "is_accelerated",
+    "kernel_calls",
+]
