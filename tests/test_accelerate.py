@@ -353,3 +353,22 @@ def test_context_manager_restores_on_exit_and_on_exception():
     with Calls("nms") as calls:
         torchvision.ops.nms(boxes, scores, 0.5)
     assert calls.ours == 1
+
+
+@pytest.mark.filterwarnings("ignore:`create_unbacked_symint` is deprecated:FutureWarning")
+def test_torch_compile_traces_torchvisions_meta_kernels_and_runs_ours(seed):
+    """torch.compile traces torchvision's ops with torchvision's Meta kernels (kept) and the
+    compiled graph calls the ops through the dispatcher: ours, with torchvision's answers."""
+    x, rois = _roi_case("cpu", torch.float32, True)
+    boxes, scores = random_boxes(300), _scores(300, "cpu")
+
+    def fn(x, rois, boxes, scores):
+        return torchvision.ops.roi_align(x, rois, (3, 3), 0.5, 2, True), torchvision.ops.nms(boxes, scores, 0.5)
+
+    pooled, kept = fn(x, rois, boxes, scores)
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=False)
+    with accelerate.torchvision_accelerated(), Calls("roi_align") as ra, Calls("nms") as nm:
+        pooled_ours, kept_ours = compiled(x, rois, boxes, scores)
+    assert ra.ours >= 1 and nm.ours >= 1
+    assert_same_as_torchvision(pooled_ours, pooled, "cpu")
+    assert torch.equal(kept_ours, kept)
