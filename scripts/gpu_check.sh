@@ -48,7 +48,8 @@
 # (against torchvision), graphs-train (CUDA graphs, compile, training), fuzz, rest (any other
 # file, so no CUDA case is left out). A CUDA fault that poisons the context (illegal address,
 # device-side assert) thus ends one group: scripts/gpu_check_plugin.py stops a group at its first
-# sticky error, and a group that crashes is reported with the test it was running. Each group
+# sticky error, a group that crashes is reported with the test it was running, and a fresh
+# process takes up the rest of that group after that test (twice at most). Each group
 # gets what is left of the step's budget; one cut by it is reported TIMED OUT, those after it
 # "not run". Each process costs a few seconds (torch's import, the CUDA context).
 #
@@ -229,32 +230,45 @@ if [ "$TESTS" = 1 ]; then
       lines+=("  group $name: not run, the step's budget is spent"); bad+=("$name not run"); worst=124
       echo "${lines[-1]}"; continue
     fi
-    g0=$SECONDS
-    if [ "$COLLECT" = 1 ]; then
-      timed "$left" "$log" $PY -m pytest "${files[@]}" -q -m cuda -p no:cacheprovider --collect-only
-    else
-      MF_GROUP=$name MF_RESULTS="$OUT/tests.jsonl" timed "$left" "$log" \
+    g0=$SECONDS tries=0 after=()
+    while :; do
+      if [ "$COLLECT" = 1 ]; then
+        timed "$left" "$log" $PY -m pytest "${files[@]}" -q -m cuda -p no:cacheprovider --collect-only
+        rc=$?; break
+      fi
+      read -r n_unfinished n_sticky _ _ < <($PY scripts/gpu_check_plugin.py state "$OUT/tests.jsonl" "$name")
+      MF_GROUP=$name MF_RESULTS="$OUT/tests.jsonl" MF_RESUME=$tries timed "$left" "$log" \
         $PY -m pytest "${files[@]}" -q -m cuda -p no:cacheprovider -p gpu_check_plugin --maxfail=30
-    fi
-    rc=$?
+      rc=$?
+      read -r u s last_u last_s < <($PY scripts/gpu_check_plugin.py state "$OUT/tests.jsonl" "$name")
+      case "$rc" in 124|137) break ;; esac
+      if [ "$u" -gt "$n_unfinished" ]; then after+=("crashed in $last_u")
+      elif [ "$s" -gt "$n_sticky" ]; then after+=("hit a sticky CUDA error in $last_s")
+      else break; fi
+      # The rest of the group has not run: a fresh process (a fresh CUDA context) takes it up
+      # after that test, twice at most, so a kernel broken for every case cannot spend the budget.
+      tries=$((tries + 1)) left=$((T_TESTS - (SECONDS - t0)))
+      [ "$tries" -le 2 ] && [ "$left" -ge 5 ] || break
+      echo "=== gpu_check.sh: group $name ${after[-1]}; taking up the rest in a new process" >> "$log"
+    done
     if [ "$COLLECT" = 1 ]; then
       summary=$(pytest_line "$log")
     else
-      summary=$($PY scripts/gpu_check_plugin.py summary "$OUT/tests.jsonl" "$name")
+      summary=$($PY scripts/gpu_check_plugin.py counts "$OUT/tests.jsonl" "$name")
     fi
+    for a in "${after[@]}"; do bad+=("$name $a"); done
+    if [ "${#after[@]}" -gt 0 ]; then
+      summary="$summary; $(printf '%s; ' "${after[@]}" | sed 's/; $//')"
+      case "$rc" in 0|5) rc=1 ;; esac  # the group's last process passed; the group did not
+    fi
+    [ "$tries" = 0 ] || summary="$summary; taken up again $tries time(s)"
     case "$rc" in
       0) ;;
       5) rc=0; summary="nothing selected" ;;  # a group with no CUDA case (yet)
-      124|137) summary="TIMED OUT: $summary"; worst=124
-               bad+=("$name timed out in $($PY scripts/gpu_check_plugin.py last "$OUT/tests.jsonl" "$name")") ;;
-      *) if [ "$rc" -gt 128 ]; then
-           summary="CRASHED (signal $((rc - 128))): $summary"
-           bad+=("$name crashed in $($PY scripts/gpu_check_plugin.py last "$OUT/tests.jsonl" "$name")")
-         elif [[ "$summary" == *"sticky CUDA error"* ]]; then
-           bad+=("$name stopped at a sticky CUDA error")
-         else
-           bad+=("$name failed")
-         fi
+      124|137) cut=$last_u; [ "$u" -gt "$n_unfinished" ] || cut="collection or between tests"
+               summary="TIMED OUT: $summary; cut in $cut"; worst=124; bad+=("$name timed out in $cut") ;;
+      *) if [ "$rc" -gt 128 ]; then summary="CRASHED: $summary"
+         elif [ "${#after[@]}" = 0 ]; then bad+=("$name failed"); fi
          [ "$worst" = 124 ] || worst=$rc ;;
     esac
     grep -E "^(FAILED|ERROR)" "$log" | head -10

@@ -11,6 +11,8 @@ rehearsal's selection and a test-only planted fault. Without its variables it do
                        case is replaced by its twin on the emulated kernels ("emu") or the CPU
                        (same test, same other parameters), a case without one stays (it skips
                        or runs on what it finds), and only the first N per file are kept
+  MF_RESUME=1          a group taken up again after a crash or a sticky error: every test of
+                       MF_GROUP already in MF_RESULTS (finished or not) is left out
   MF_PLANT_FAULT=[KIND:]TARGET[,...]   test-only: at the first test of group TARGET (or of the
                        test file or folder TARGET, e.g. tests/test_nms.py) the process aborts, as a dying CUDA
                        context does (KIND abort, the default); "sticky:" makes that test and
@@ -82,6 +84,8 @@ def pytest_runtest_logreport(report):
 
 
 def _plant_target(item):
+    if os.environ.get("MF_RESUME", "0") not in ("", "0"):
+        return None  # a fresh process, as a fresh CUDA context: the planted fault is behind it
     path = item.nodeid.split("::")[0]
     for plant in filter(None, os.environ.get("MF_PLANT_FAULT", "").split(",")):
         kind, _, target = plant.rpartition(":")
@@ -126,6 +130,22 @@ def _twin_key(item):
 def pytest_collection_modifyitems(session, config, items):
     everything = list(items)
     yield
+    _rehearsal_selection(config, everything, items)
+    if os.environ.get("MF_RESUME", "0") not in ("", "0") and os.environ.get("MF_RESULTS"):
+        done = set()
+        if os.path.exists(os.environ["MF_RESULTS"]):
+            with open(os.environ["MF_RESULTS"]) as f:
+                for line in f:
+                    r = json.loads(line)
+                    if r.get("group") == os.environ.get("MF_GROUP", ""):
+                        done.add(r["nodeid"])
+        left_out = [i for i in items if i.nodeid in done]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [i for i in items if i.nodeid not in done]
+
+
+def _rehearsal_selection(config, everything, items):
     per_file = os.environ.get("MF_REHEARSE_PER_FILE")
     if not per_file:
         return
@@ -154,9 +174,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def summary(path, group=None):
-    """The counts of a results file (one group's, or all), the test that started and never
-    finished (the last one, if several did) and the test that hit a sticky CUDA error."""
-    counts, started, finished, sticky = {}, [], set(), None
+    """The counts of a results file (one group's, or all), the tests that started and never
+    finished and those that hit a sticky CUDA error."""
+    counts, started, finished, sticky = {}, [], set(), []
     try:
         with open(path) as f:
             lines = [json.loads(line) for line in f if line.strip()]
@@ -168,7 +188,7 @@ def summary(path, group=None):
         if r.get("event") == "start":
             started.append(r["nodeid"])
         elif r.get("event") == "sticky":
-            sticky = r["nodeid"]
+            sticky.append(r["nodeid"])
         else:
             counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
             finished.add(r["nodeid"])
@@ -176,21 +196,22 @@ def summary(path, group=None):
     text = ", ".join(f"{counts.get(k, 0)} {k}" for k in order[:4])
     text += "".join(f", {counts[k]} {k}" for k in order[4:] if counts.get(k))
     unfinished = [n for n in started if n not in finished]
-    return text, unfinished[-1] if unfinished else None, sticky
+    return text, unfinished, sticky
 
 
 def main(argv):
     if len(argv) in (2, 3) and argv[0] in ("summary", "counts"):
         text, unfinished, sticky = summary(*argv[1:])
         if argv[0] == "summary" and unfinished:
-            text += f"; last test {unfinished} (never finished)"
+            text += f"; never finished: {', '.join(unfinished)}"
         if argv[0] == "summary" and sticky:
-            text += f"; sticky CUDA error in {sticky}, the rest not run"
+            text += f"; sticky CUDA error in {', '.join(sticky)}"
         print(text)
-    elif len(argv) == 3 and argv[0] == "last":
-        print(summary(*argv[1:])[1] or "none")
+    elif len(argv) == 3 and argv[0] == "state":
+        _, unfinished, sticky = summary(*argv[1:])
+        print(len(unfinished), len(sticky), unfinished[-1] if unfinished else "-", sticky[-1] if sticky else "-")
     else:
-        return "usage: gpu_check_plugin.py summary|counts RESULTS.jsonl [GROUP] | last RESULTS.jsonl GROUP"
+        return "usage: gpu_check_plugin.py summary|counts RESULTS.jsonl [GROUP] | state RESULTS.jsonl GROUP"
     return 0
 
 

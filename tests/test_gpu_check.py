@@ -189,16 +189,18 @@ def test_rehearsal_selects_the_twins_of_the_cuda_cases_on_the_emulated_kernels_o
 
 def test_a_planted_crash_or_sticky_error_fails_its_group_alone(tmp_path):
     # ops-box's process aborts at its first test, model's first test raises CUDA's sticky
-    # illegal-address error: both groups fail, are named with their test, the others run.
+    # illegal-address error: both groups fail and are named with that test, a fresh process
+    # takes up the rest of each, and the other groups run.
     p, results, groups, step = _rehearse(tmp_path, "--groups=parity,ops-box,model,graphs-train",
                                          MF_PLANT_FAULT="ops-box,sticky:model")
     assert p.returncode == 1, p.stdout + p.stderr
     assert list(groups) == ["parity", "ops-box", "model", "graphs-train"], p.stdout
     crash = groups["ops-box"]
-    assert "CRASHED (signal 6)" in crash and "last test tests/test_nms.py::" in crash, crash
-    assert _outcomes(results, "ops-box") == []
-    started = [r["nodeid"] for r in results if r["group"] == "ops-box"]
-    assert len(started) == 1 and started[0] in crash
+    started = [r["nodeid"] for r in results if r["group"] == "ops-box" and r.get("event") == "start"]
+    assert started[0].startswith("tests/test_nms.py::") and f"crashed in {started[0]}" in crash, crash
+    assert "taken up again 1 time" in crash and "(rc 1," in crash, crash
+    after = _outcomes(results, "ops-box")
+    assert len(after) == len(started) - 1 >= 1 and set(after) == {"passed"}, results  # the rest of the group
     # the group's log keeps the crash's traceback (pytest's faulthandler)
     assert "Fatal Python error: Aborted" in (tmp_path / "tests_ops-box.log").read_text()
     assert "sticky CUDA error in tests/test_" in groups["model"], groups["model"]
@@ -207,7 +209,7 @@ def test_a_planted_crash_or_sticky_error_fails_its_group_alone(tmp_path):
         assert "(rc 0," in groups[ok] and " 0 failed, 0 error" in groups[ok], groups[ok]
         assert _outcomes(results, ok), ok
     assert _outcomes(results, "parity") == ["passed"]
-    assert f"ops-box crashed in {started[0]}" in step and "model stopped at a sticky CUDA error" in step, step
+    assert f"ops-box crashed in {started[0]}" in step and "model hit a sticky CUDA error in tests/test_" in step, step
 
 
 def test_a_planted_timeout_keeps_what_the_step_finished(tmp_path):
@@ -218,7 +220,7 @@ def test_a_planted_timeout_keeps_what_the_step_finished(tmp_path):
                                          GPU_CHECK_TESTS_TIMEOUT="60")
     assert p.returncode == 1, p.stdout + p.stderr
     assert step.startswith("STEP tests: TIMED OUT"), step
-    assert "TIMED OUT" in groups["ops-roi"] and "last test tests/test_multilevel_roi_align.py::" in groups["ops-roi"]
+    assert "TIMED OUT" in groups["ops-roi"] and "cut in tests/test_multilevel_roi_align.py::" in groups["ops-roi"]
     assert "not run" in groups["model"], groups["model"]
     assert _outcomes(results, "parity") == ["passed"]
     finished = [r["nodeid"] for r in results if r["group"] == "ops-roi" and "outcome" in r]
