@@ -57,9 +57,10 @@
 # options given) in its order, with its budgets, STEP lines and files, on the CPU. The build is
 # the existing one, never rebuilt. Each CUDA case is replaced by its twin on the emulated CUDA
 # kernels or the CPU (MF_REHEARSE_PER_FILE of them per file, default 3; a case without one runs
-# as it is: it skips, or draws the CPU as the fuzz cases do); the sanitizer cases run on the emulated kernels without compute-sanitizer; the
-# benchmarks run on the CPU (MF_BENCH_BUDGET 0.02 s, the same few per file). It does not prove
-# that a CUDA kernel runs, that the budgets fit a GPU's times, or the build on that machine.
+# as it is: it skips, or draws the CPU as the fuzz cases do); the sanitizer cases run on the
+# emulated kernels without compute-sanitizer; the benchmarks on the CPU (MF_BENCH_BUDGET 0.02 s,
+# the first of each file, not the deploy one, which skips on CUDA). It does not prove that a
+# CUDA kernel runs, that the budgets fit a GPU's times, or the build on that machine.
 # MF_PLANT_FAULT (see the plugin) plants a crash, a sticky error or a hang in one group:
 # tests/test_gpu_check.py rehearses with them.
 #
@@ -348,18 +349,20 @@ if [ "$BENCH" = 1 ]; then
          -p gpu_check_plugin --benchmark-only --benchmark-columns=median,rounds)
   [ "$COLLECT" = 1 ] && bench+=(--collect-only)
   bench_device=cuda
-  [ "$REHEARSE" = 1 ] && bench_device=cpu  # the few first of each file, MF_BENCH_BUDGET 0.02 s
+  [ "$REHEARSE" = 1 ] && bench_device=cpu  # the first of each file, MF_BENCH_BUDGET 0.02 s
   rm -f "$OUT/bench_tests.jsonl"
   for part in ops model; do
     step "CUDA benchmarks: $part"
     if [ "$part" = ops ]; then
       limit=$T_BENCH_OPS; files=(benchmarks --ignore=benchmarks/bench_model.py --ignore=benchmarks/bench_train.py)
+      # the deploy benchmark skips on CUDA; on the CPU it would compile a package for minutes
+      [ "$REHEARSE" = 1 ] && files+=(--ignore=benchmarks/bench_deploy.py)
     else
       limit=$T_BENCH_MODEL; files=(benchmarks/bench_model.py benchmarks/bench_train.py)
     fi
     rm -f "$OUT/bench_$part.jsonl"
     t0=$SECONDS
-    MF_BENCH_DEVICE=$bench_device MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.2} MF_BENCH_STREAM="$OUT/bench_$part.jsonl" \
+    MF_REHEARSE_PER_FILE=${MF_REHEARSE_PER_FILE:+${MF_REHEARSE_BENCH_PER_FILE:-1}} MF_BENCH_DEVICE=$bench_device MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.2} MF_BENCH_STREAM="$OUT/bench_$part.jsonl" \
       MF_GROUP=$part MF_RESULTS="$OUT/bench_tests.jsonl" timed "$limit" "$OUT/bench.log" $PY "${bench[@]}" "${files[@]}"
     rc=$?
     [ "$rc" = 0 ] || grep -E "^(FAILED|ERROR)|Error" "$OUT/bench.log" | tail -10
