@@ -180,6 +180,7 @@ elif [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
   export TORCH_CUDA_ARCH_LIST
 fi
 echo "TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS; steps' timeouts add up to ${total} s"
+[ -z "${MF_PLANT_FAULT:-}" ] || echo "MF_PLANT_FAULT=$MF_PLANT_FAULT: faults are planted (test-only), this run proves nothing about the kernels"
 
 step "build against this torch"
 # build/ is kept between calls on a machine: ninja recompiles what changed. The stamp also skips
@@ -212,7 +213,9 @@ else:
 [ "$REHEARSE" = 1 ] || echo "$stamp" > build/gpu_check.stamp
 
 if [ "$TESTS" = 1 ]; then
-  step "CUDA tests (pytest -m cuda), ${#TEST_GROUPS[@]} groups, each its own process"
+  n=0
+  for g in "${TEST_GROUPS[@]}"; do [ -z "$ONLY_GROUPS" ] || [[ "$ONLY_GROUPS" == *",${g%%|*},"* ]] && n=$((n + 1)); done
+  step "CUDA tests (pytest -m cuda), $n groups, each its own process"
   rm -f "$OUT"/tests_*.log "$OUT/tests.jsonl"
   t0=$SECONDS
   ignores=() lines=() bad=() worst=0
