@@ -10,7 +10,7 @@ endif
 BENCH_OUT ?= benchmarks/out
 DIST ?= dist
 
-.PHONY: all build test bench demo fuzz sanitize clean wheel sdist gpu-env-check
+.PHONY: all build test bench demo fuzz sanitize clean wheel sdist gpu-env-check gpu-rehearsal
 
 all: test
 
@@ -91,6 +91,12 @@ sdist: $(VENV)/.installed
 # also runs the CPU tests there.
 gpu-env-check:
 	bash scripts/gpu_env_check.sh $(GPU_ENV_ARGS)
+
+# scripts/gpu_check.sh run whole here, without a GPU, on the existing build (its emulated CUDA
+# kernels and the CPU): the plumbing of the GPU machine's run (groups, budgets, results files,
+# STEP lines, exit status); GPU_REHEARSAL_ARGS=--sanitize etc. picks the call to rehearse.
+gpu-rehearsal: build
+	PYTHON=$(PY) bash scripts/gpu_check.sh --rehearse $(GPU_REHEARSAL_ARGS)
 
 clean:
 	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT) $(DIST) *.egg-info

@@ -156,3 +156,84 @@ def test_overlay_venv_sees_this_torch(tmp_path):
     import torch
 
     assert torch_file == torch.__file__
+
+
+def _rehearse(tmp_path, *args, **env):
+    # One case per file: the plumbing (groups, processes, results, budgets) is what is tested.
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, MF_REHEARSE_PER_FILE="1", **env)
+    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--rehearse", "--no-bench", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=env)
+    results = [json.loads(line) for line in (tmp_path / "tests.jsonl").read_text().splitlines()]
+    groups = {line.split(":")[0].split()[1]: line for line in p.stdout.splitlines() if line.startswith("  group ")}
+    step = [line for line in p.stdout.splitlines() if line.startswith("STEP tests:")]
+    assert len(step) == 1, p.stdout + p.stderr
+    return p, results, groups, step[0]
+
+
+def _outcomes(results, group):
+    return [r["outcome"] for r in results if r["group"] == group and "outcome" in r]
+
+
+def test_rehearsal_selects_the_twins_of_the_cuda_cases_on_the_emulated_kernels_or_the_cpu():
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "scripts"), MF_REHEARSE_PER_FILE="2")
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                        "-p", "gpu_check_plugin", "tests/test_cuda_matches_cpu.py", "tests/test_nms.py"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ids = [line for line in p.stdout.splitlines() if "::" in line]
+    parity = [i for i in ids if i.startswith("tests/test_cuda_matches_cpu.py::")]
+    nms = [i for i in ids if i.startswith("tests/test_nms.py::")]
+    assert len(parity) == 2 and all("[emu-" in i for i in parity), ids  # the CUDA kernels' code, emulated
+    assert len(nms) == 2 and all("cuda" not in i for i in nms), ids
+
+
+def test_a_planted_crash_or_sticky_error_fails_its_group_alone(tmp_path):
+    # ops-box's process aborts at its first test, model's first test raises CUDA's sticky
+    # illegal-address error: both groups fail and are named with that test, a fresh process
+    # takes up the rest of each, and the other groups run.
+    p, results, groups, step = _rehearse(tmp_path, "--groups=parity,ops-box,model,graphs-train",
+                                         MF_PLANT_FAULT="ops-box,sticky:model")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert list(groups) == ["parity", "ops-box", "model", "graphs-train"], p.stdout
+    crash = groups["ops-box"]
+    started = [r["nodeid"] for r in results if r["group"] == "ops-box" and r.get("event") == "start"]
+    assert started[0].startswith("tests/test_nms.py::") and f"crashed in {started[0]}" in crash, crash
+    assert "taken up again 1 time" in crash and "(rc 1," in crash, crash
+    after = _outcomes(results, "ops-box")
+    assert len(after) == len(started) - 1 >= 1 and set(after) == {"passed"}, results  # the rest of the group
+    # the group's log keeps the crash's traceback (pytest's faulthandler)
+    assert "Fatal Python error: Aborted" in (tmp_path / "tests_ops-box.log").read_text()
+    assert "sticky CUDA error in tests/test_" in groups["model"], groups["model"]
+    assert _outcomes(results, "model").count("failed") == 1  # stopped there, not one failure per later test
+    for ok in ("parity", "graphs-train"):
+        assert "(rc 0," in groups[ok] and " 0 failed, 0 error" in groups[ok], groups[ok]
+        assert _outcomes(results, ok), ok
+    assert _outcomes(results, "parity") == ["passed"]
+    assert f"ops-box crashed in {started[0]}" in step and "model hit a sticky CUDA error in tests/test_" in step, step
+
+
+def test_a_planted_timeout_keeps_what_the_step_finished(tmp_path):
+    # A test that never returns in ops-roi's second file: the step's budget cuts that group,
+    # the next is not started, and everything finished before the cut stays on file.
+    p, results, groups, step = _rehearse(tmp_path, "--groups=parity,ops-roi,model",
+                                         MF_PLANT_FAULT="hang:tests/test_multilevel_roi_align.py",
+                                         GPU_CHECK_TESTS_TIMEOUT="60")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert step.startswith("STEP tests: TIMED OUT"), step
+    assert "TIMED OUT" in groups["ops-roi"] and "cut in tests/test_multilevel_roi_align.py::" in groups["ops-roi"]
+    assert "not run" in groups["model"], groups["model"]
+    assert _outcomes(results, "parity") == ["passed"]
+    finished = [r["nodeid"] for r in results if r["group"] == "ops-roi" and "outcome" in r]
+    assert len(finished) == 1 and finished[0].startswith("tests/test_roi_align.py::"), results
+    assert "ops-roi timed out in tests/test_multilevel_roi_align.py::" in step and "model not run" in step, step
+
+
+def test_gpu_check_refuses_a_rehearsal_or_budgets_over_one_call(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON="false")
+    for args, extra in ((["--rehearse", "--wheel"], {}), (["--rehearse"], {"GPU_CHECK_TESTS_TIMEOUT": "400"})):
+        p = subprocess.run(["bash", "scripts/gpu_check.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60, env=dict(env, **extra))
+        assert p.returncode == 2 and "split them over two calls" in p.stdout, (args, p.stdout + p.stderr)
+    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--groups=parity,nonesuch"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert p.returncode == 2 and "no test group nonesuch" in p.stdout, p.stdout
