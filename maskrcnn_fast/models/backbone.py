@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from . import memory_format as _layout
+from . import memory_format as _memory_format
 from .batch_norm import bn_affine
 
 __all__ = ["ResNetBody", "FeaturePyramid", "BackboneWithFPN", "resnet_fpn_backbone", "freeze_resnet_layers"]
@@ -295,22 +295,23 @@ class BackboneWithFPN(nn.Module):
             return False  # torchvision's op order and rounding
         mode = "train" if torch.is_grad_enabled() else "infer"
         by_mode = self._layout_by_mode
-        if not _layout.measuring_allowed(x):
+        if not _memory_format.measuring_allowed(x):
             # traced or compiled: what this mode chose eagerly, else NCHW; nothing is written
             return by_mode.get(mode, False)
-        key = _layout.layout_key(x, mode + ("-folded" if folded else "") + ("-autocast" if _autocast_on(x) else ""))
+        variant = mode + ("-folded" if folded else "") + ("-autocast" if _autocast_on(x) else "")
+        key = _memory_format.layout_key(x, variant)
         choices = self._layout_choices
         choice = choices.get(key)
         if choice is None:
-            choice = _layout.env_choice()
+            choice = _memory_format.env_choice()
         if choice is None:
-            sig = _layout.signature(self)
-            choice = _layout.cached(sig, key)
+            sig = _memory_format.signature(self)
+            choice = _memory_format.cached(sig, key)
             if choice is None:
                 t_nchw, t_cl = self.time_layouts(x)
-                choice = _layout.prefer_channels_last(t_nchw, t_cl)
+                choice = _memory_format.prefer_channels_last(t_nchw, t_cl)
                 self.layout_timings[key] = (t_nchw, t_cl)
-                _layout.remember(sig, key, choice)
+                _memory_format.remember(sig, key, choice)
         choices[key] = choice
         by_mode[mode] = choice
         self._layout_last = choice
@@ -322,7 +323,7 @@ class BackboneWithFPN(nn.Module):
         cropped only above 2M pixels). Leaves no trace: gradients are returned by autograd.grad
         (nothing accumulates in ``.grad``, no DDP hook fires) and dropped; batch-norm running
         statistics are restored."""
-        probe = _layout.proxy_input(x.detach())
+        probe = _memory_format.proxy_input(x.detach())
         params = [p for p in self.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
         stats = [(b, b.detach().clone()) for m in self.modules() if m.training for b in m.buffers(recurse=False)]
 
@@ -332,7 +333,7 @@ class BackboneWithFPN(nn.Module):
                 torch.autograd.grad(out, params, [torch.ones_like(o) for o in out], allow_unused=True)
 
         try:
-            return _layout.time_layouts(run, x.device)
+            return _memory_format.time_layouts(run, x.device)
         finally:
             with torch.no_grad():
                 for b, saved in stats:
