@@ -13,6 +13,11 @@ faster our kernels are than our pure-PyTorch path, ``tv/fused`` than torchvision
 names the CPU and the instruction sets its kernels could use (cpu_features.py); below the
 table, the memory format our backbone ran in where it chose it by timing (``*_nchw`` /
 ``*_channels_last`` groups fix it).
+
+The ``dense`` group (bench_dense.py: one child process per case, its memory watched) has a table
+of its own, from each case's ``extra_info['dense']``: the child's time and peak resident set,
+the growth per instance against K=10, and the ratios to torchvision, computed from
+torchvision's growth per instance where torchvision ran out of memory (the row says so).
 """
 import argparse
 import json
@@ -25,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import cpu_features  # noqa: E402
 
-__all__ = ["load", "table", "main"]
+__all__ = ["load", "table", "load_dense", "dense_table", "main"]
 
 IMPLS = ["fused", "torch", "torchvision"]
 # the deployment benchmark's (bench_deploy.py): columns only when a group has them
@@ -150,6 +155,122 @@ def _plot(groups, path):
     plt.close(fig)
 
 
+# ---- the dense group (bench_dense.py) ----------------------------------------------------------
+
+def load_dense(*paths):
+    """{group: {impl: extra_info['dense']}} of the dense group's cases, in the order they ran."""
+    out = OrderedDict()
+    for path in paths:
+        for b in _records(path)[1]:
+            extra = b.get("extra_info") or {}
+            if "dense" in extra:
+                out.setdefault(b["group"] or b["name"], {})[extra.get("impl", b["name"])] = extra["dense"]
+    return out
+
+
+def _fmt_bytes(n):
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _dense_peak(case):
+    """The case's peak resident set in bytes (the child's VmHWM, else wait4's maximum)."""
+    res = case.get("result") or {}
+    return res.get("vmhwm") or case.get("peak_rss")
+
+
+def dense_table(records):
+    """(head, rows, notes) of the dense group: one row per case, ours (``fused``) beside
+    torchvision. ``records``: benchmark dicts (or load_dense's mapping). The growth per instance
+    is (peak at K - peak at K=10) / (K - 10); where torchvision ran out of memory its peak is
+    computed as its K=10 peak plus its growth per instance at the largest K it ran, times
+    (K - 10), and the row says so."""
+    cases = records if isinstance(records, dict) else OrderedDict()
+    if not isinstance(records, dict):
+        for b in records:
+            extra = b.get("extra_info") or {}
+            if "dense" in extra:
+                cases.setdefault(b["group"] or b["name"], {})[extra.get("impl", b["name"])] = extra["dense"]
+    head = ["benchmark", "fused time", "tv time", "tv/fused time", "fused peak RSS", "tv peak RSS",
+            "tv/fused peak", "fused growth/inst", "tv growth/inst", "losses max rel diff", "notes"]
+    train = {c["k"]: by for by in cases.values() for c in by.values() if c.get("mode") == "train"}
+    base = {impl: _dense_peak(train[min(train)][impl]) for impl in ("fused", "torchvision")
+            if train and impl in train[min(train)] and train[min(train)][impl]["status"] == "ok"}
+    k0 = min(train) if train else None
+
+    def growth(impl, k):
+        c = train.get(k, {}).get(impl)
+        if c is None or c["status"] != "ok" or impl not in base or k == k0:
+            return None
+        return (_dense_peak(c) - base[impl]) / (k - k0)
+
+    rows, notes = [], []
+    for group, by in cases.items():
+        f, t = by.get("fused"), by.get("torchvision")
+        any_case = f or t
+        k, mode = any_case.get("k"), any_case.get("mode")
+        cell, peak, note = {}, {}, []
+        for impl, c in (("fused", f), ("torchvision", t)):
+            if c is None:
+                cell[impl], peak[impl] = ("-", "-"), None
+                continue
+            res = c.get("result") or {}
+            if c["status"] == "ok":
+                peak[impl] = _dense_peak(c)
+                cell[impl] = (_fmt_time(res.get("time_s")), _fmt_bytes(peak[impl]))
+            else:
+                peak[impl] = None
+                at = c.get("rss_at_kill")
+                cell[impl] = (c["status"], f"{c['status']} ({_fmt_bytes(at)} at kill)" if at else c["status"])
+                note.append(f"{'ours' if impl == 'fused' else 'tv'}: {c['status']}: {c.get('reason') or c.get('returncode')}")
+        tv_peak, computed = peak["torchvision"], False
+        if tv_peak is None and t is not None and t["status"] == "out of memory" and mode == "train" and k != k0:
+            ran = [kk for kk in train if kk != k0 and kk < k and growth("torchvision", kk) is not None]
+            if ran:
+                g = growth("torchvision", max(ran))
+                tv_peak, computed = base["torchvision"] + g * (k - k0), True
+                note.append(f"tv peak computed from its growth per instance at K={max(ran)} "
+                            f"({_fmt_bytes(g)}): {_fmt_bytes(tv_peak)}")
+        tf = (f or {}).get("result") or {}
+        tt = (t or {}).get("result") or {}
+        mem_ratio = "-" if tv_peak is None or not peak["fused"] else \
+            f"{tv_peak / peak['fused']:.2f}x" + (" (computed)" if computed else "")
+        diff = "-"
+        if tf.get("losses") and tt.get("losses"):
+            d, name = max((abs(tf["losses"][n] - tt["losses"][n]) / max(abs(tt["losses"][n]), 1e-30), n)
+                          for n in tt["losses"] if n in tf["losses"])
+            diff = f"{d:.1e} ({name})"
+        if mode == "infer":
+            dets = [f"{name}: {r.get('detections')} dets, {r.get('masks')}" for name, r in (("ours", tf), ("tv", tt)) if r]
+            note = dets + note
+        elif tf.get("mask_format"):
+            note.insert(0, f"ours: {tf['mask_format']} masks, {tf.get('instances')} instances")
+        gf, gt = (growth("fused", k), growth("torchvision", k)) if mode == "train" else (None, None)
+        prev = max((kk for kk in train if kk < k and kk != k0), default=None) if mode == "train" else None
+        if prev is not None:  # from the K before: past the sampler's cap on positives, the instances' own cost
+            step = []
+            for name, impl in (("ours", "fused"), ("tv", "torchvision")):
+                a, b = train.get(prev, {}).get(impl), train.get(k, {}).get(impl)
+                if a and b and a["status"] == b["status"] == "ok":
+                    step.append(f"{name} {_fmt_bytes((_dense_peak(b) - _dense_peak(a)) / (k - prev))}")
+            if step:
+                note.append(f"growth/inst from K={prev}: " + ", ".join(step))
+        rows.append([group, cell["fused"][0], cell["torchvision"][0], _ratio(tt.get("time_s"), tf.get("time_s")),
+                     cell["fused"][1], cell["torchvision"][1], mem_ratio,
+                     _fmt_bytes(gf) if gf is not None else "-", _fmt_bytes(gt) if gt is not None else "-", diff,
+                     "; ".join(note)])
+    cap = next((c.get("cap") for by in cases.values() for c in by.values() if c.get("cap")), None)
+    if cap:
+        notes.append(f"Each case in its own process, killed at a resident set of {cap / (1 << 30):.1f} GiB "
+                     "(MF_DENSE_RSS_CAP_GB) or when the machine ran low: 'out of memory'. Peak RSS: the child's VmHWM "
+                     "(model, data and a small warm-up included); growth/inst: (peak - peak at K=10) / (K - 10).")
+    return head, rows, notes
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("json", nargs="+", help="pytest-benchmark JSON or MF_BENCH_STREAM JSON lines")
@@ -161,7 +282,9 @@ def main(argv=None):
             print(f"{f}: not written (its step failed or timed out); the table leaves it out")
     layouts = {}
     info, groups, devices = load(*found, layouts=layouts)
-    if not groups:
+    dense = load_dense(*found)  # its own table: a child's measurements, not pytest-benchmark's medians
+    groups = OrderedDict((g, m) for g, m in groups.items() if g not in dense)
+    if not groups and not dense:
         raise SystemExit(f"{', '.join(a.json)}: no benchmarks recorded")
     head, rows = table(groups)
     out = a.out or os.path.dirname(os.path.abspath(found[0]))
@@ -169,14 +292,25 @@ def main(argv=None):
     machine = _machine(info, devices)
     print(f"\nmaskrcnn_fast benchmarks on {', '.join(sorted(devices))}: {machine}")
     print("median times; torch/fused and tv/fused are speed-ups of fused in this run\n")
-    print(_render(head, rows))
+    print(_render(head, rows) if rows else "(no timed groups besides the dense one)")
     notes = layout_notes(layouts)
     if notes:
         print("\nbackbone memory format chosen by timing both:\n  " + "\n  ".join(notes))
     with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(f"Machine: {machine}\n\n" + _render(head, rows, md=True) + "\n")
+        f.write(f"Machine: {machine}\n\n" + (_render(head, rows, md=True) + "\n" if rows else ""))
         if notes:
             f.write("\nBackbone memory format chosen by timing both:\n\n" + "".join(f"- {n}\n" for n in notes))
+    if dense:
+        dhead, drows, dnotes = dense_table(dense)
+        print("\ndense scenes (bench_dense.py): one training iteration / inference per child process\n")
+        print(_render(dhead, drows))
+        print("\n".join(dnotes))
+        with open(os.path.join(out, "results.md"), "a") as f:
+            f.write("\nDense scenes (bench_dense.py):\n\n" + _render(dhead, drows, md=True) + "\n\n"
+                    + "".join(f"{n}\n" for n in dnotes))
+    if not groups:  # the dense group alone: no medians to chart
+        print(f"\nwrote {os.path.join(out, 'results.md')} from {', '.join(found)}")
+        return
     _plot(groups, os.path.join(out, "bench.png"))
     print(f"\nwrote {os.path.join(out, 'results.md')}, {os.path.join(out, 'bench.png')} from {', '.join(found)}")
 

@@ -292,6 +292,23 @@ def case_mask_targets_bad_indices(g):
         _zero(None if out is None else out[4])
 
 
+def case_packed_mask_targets(g):
+    rows = torch.tensor([[0, 2, 3, 5, 4, 12, 10, 18, 15], [20, 0, 0, 4, 5, 8, 8, 8, 8],
+                         [40, 0, 0, 0, 0, 8, 8, 4, 4]], device=DEV)
+    data = (torch.rand(40, generator=g) > 0.5).to(torch.uint8).to(DEV)
+    index = torch.tensor([0, 1, 2, 0, 1, 2], device=DEV)
+    for dtype in FLOATS:
+        OPS.packed_mask_targets(data, rows, _with_bad_rows(_boxes(6, 18.0, g, dtype)), index, 28)
+    # boxes beyond the shared-memory tap table: the per-sample kernel
+    big = torch.tensor([[0.0, 0.0, 900.0, 700.0]], device=DEV)
+    OPS.packed_mask_targets(data, rows, big, index[:1], 28)
+    OPS.packed_mask_targets(data, rows, big[:0], index[:0], 28)
+    bad = rows.clone()
+    bad[1, 0] = 39  # row 1's crop past the end of data
+    _zero(_guarded("instances row 1", lambda: OPS.packed_mask_targets(data, bad, big, index[1:2], 7)))
+    _zero(_guarded("instance_index", lambda: OPS.packed_mask_targets(data, rows, big, index[:1] + 3, 7)))
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 # MF_SANITIZE_ONLY=bad,nms: only the cases whose names contain one of these
 _ONLY = [w for w in os.environ.get("MF_SANITIZE_ONLY", "").split(",") if w]

@@ -7,7 +7,8 @@
 #   bash scripts/sanitize_emu.sh asan [pytest args]  # AddressSanitizer + UndefinedBehaviorSanitizer
 #   bash scripts/sanitize_emu.sh tsan [pytest args]  # ThreadSanitizer: races between a block's threads
 #
-# Cases, by pytest marker (pyproject.toml; tests/test_cuda_matches_cpu.py marks them), never by
+# Cases, by pytest marker (pyproject.toml; tests/test_cuda_matches_cpu.py and
+# tests/test_packed_mask_targets.py mark them), never by
 # name: asan, -m "emu and not large": every emulated case but the largest (grid-stride tails,
 # the 140k-box NMS: minutes each under a sanitizer), ~2.5 min. tsan hands each emulated thread
 # to its own OS thread of the pool (a synchronised hand-off per thread and block, slow under
@@ -50,7 +51,7 @@ env LD_PRELOAD="$preload" MASKRCNN_FAST_EMU_LIB="$lib" MF_EMU_THREADS="$threads"
   ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:halt_on_error=1:log_path=$out.report \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$out.report \
   TSAN_OPTIONS=halt_on_error=1:report_signal_unsafe=0:log_path=$out.report \
-  $PY -m pytest tests/test_cuda_matches_cpu.py -v -p no:cacheprovider -m "$m" "$@" || rc=$?
+  $PY -m pytest tests/test_cuda_matches_cpu.py tests/test_packed_mask_targets.py -v -p no:cacheprovider -m "$m" "$@" || rc=$?
 if ls "$out".report.* > /dev/null 2>&1; then
   cat "$out".report.*
   echo "sanitize $variant: the sanitizer reported (above); exit status $rc"

@@ -62,30 +62,45 @@ def test_16_bit_png_is_not_white(tmp_path, model):
     assert np.array_equal(picture[:, :, 0], np.round(gray.astype(np.float64) * 255 / 65535).astype(np.uint8))
 
 
-def test_threshold_before_paste_same_detections(model, seed):
-    """Per-detection pasting after an in-model threshold gives exactly the records of the
-    model's full output thresholded afterwards, and never pastes more than one mask at once."""
+@pytest.mark.parametrize("max_paste_bytes", [1, 48 * 64 * 3, 1 << 25])
+def test_threshold_before_paste_same_detections(model, seed, max_paste_bytes):
+    """Pasting a few masks at a time (uint8, at most max_paste_bytes of them, one at least)
+    after an in-model threshold gives exactly the records and the picture of the model's full
+    output (pasted float masks) thresholded afterwards, and pastes only those above it."""
     rgb = _photo(seed)
     with torch.inference_mode():
         full = model([rgb_to_tensor(rgb)])[0]
     middle = float(full["scores"][len(full["scores"]) // 2])  # a score itself: kept (>=) by both
+    per = max(1, max_paste_bytes // (48 * 64))
     for thresh in (0.0, middle, 1.0):
-        want = detections_to_records(select_detections(full, thresh), None)
+        kept = select_detections(full, thresh)
+        want = detections_to_records(kept, None)
         calls = []
         paste = model.transform.paste_masks
 
-        def spy(masks, boxes, size):
+        def spy(masks, boxes, size, threshold=None):
             calls.append(masks.shape[0])
-            return paste(masks, boxes, size)
+            out = paste(masks, boxes, size, threshold=threshold)
+            assert out.dtype == torch.uint8  # never a float plane
+            return out
 
         model.transform.paste_masks = spy
         try:
-            _, got = predict_image(model, rgb, score_thresh=thresh)
+            picture, got = predict_image(model, rgb, score_thresh=thresh, max_paste_bytes=max_paste_bytes)
         finally:
             model.transform.paste_masks = paste
         assert got == want and (thresh != middle or 0 < len(want) < len(full["scores"]))
-        assert calls == [1] * len(want)  # one at a time, only those above the threshold
+        n = len(want)  # chunks of `per`, only those above the threshold
+        assert calls == [per] * (n // per) + ([n % per] if n % per else [])
+        canvas = Canvas(rgb)
+        palette = class_colors(max([lab + 1 for lab in kept["labels"].tolist()], default=1))
+        for m, lab in zip(kept["masks"], kept["labels"].tolist()):
+            canvas.add_mask(m[0] > 0.5, palette[lab])
+        for rec in want:
+            canvas.add_box(rec["box"], palette[rec["label"]], f"{rec['label_name']} {rec['score']:.2f}")
+        assert np.array_equal(picture, canvas.array())
     assert model.roi_heads.score_thresh == 0.05  # restored
+    assert model.paste_masks_in_image  # restored
 
 
 def test_no_detection_said_and_images_one_at_a_time(tmp_path, tiny_checkpoint, capsys, monkeypatch):

@@ -111,7 +111,7 @@ def test_photo_folder_as_torchvision_trains(tmp_path):
     root, ann = make_photo_coco_folder(tmp_path)
     ds = CocoDetection(root, ann, remove_images_without_annotations=True, skip_crowd=True)
     assert ds.ids == [1, 2, 3, 4]
-    assert ds.drops == {"images": 1, "crowd": 1, "clipped": 1, "empty": 2, "orphans": 0}
+    assert ds.drops == {"images": 1, "crowd": 1, "clipped": 1, "empty": 2, "polygons": 0, "orphans": 0}
     assert ds.drop_summary() == (
         "instances.json: 4 of 5 images (1 without an annotation over 1 pixel wide and high: skipped); "
         "annotations: 1 iscrowd (not trained as objects), 2 of zero width or height inside the image (dropped), "
@@ -122,7 +122,7 @@ def test_photo_folder_as_torchvision_trains(tmp_path):
     assert t["masks"].shape == (2, 32, 48)
     _, t = CocoDetection(root, ann)[0]  # for evaluation the crowd region stays, marked
     assert t["iscrowd"].tolist() == [0, 0, 1]
-    assert CocoDetection(root, ann).drops == {"images": 0, "crowd": 0, "clipped": 1, "empty": 2, "orphans": 0}
+    assert CocoDetection(root, ann).drops == {"images": 0, "crowd": 0, "clipped": 1, "empty": 2, "polygons": 0, "orphans": 0}
 
 
 @needs_pycocotools

@@ -17,6 +17,7 @@ from maskrcnn_fast.evaluation import (  # noqa: E402
     evaluate,
     evaluate_predictions,
     format_table,
+    metric_names,
     metrics_path,
 )
 from maskrcnn_fast.models import maskrcnn_resnet_fpn  # noqa: E402
@@ -222,3 +223,125 @@ def test_encode_crops_as_whole_masks(seed):
     assert encode_masks(full, size=(h, w)) == encode_masks(full)
     with pytest.raises(ValueError, match="does not fit"):
         encode_masks(full, offset=(1, 0), size=(h, w))
+
+
+# ---- COCO's maxDets, masks handed back unpasted, packed ground truth (dense scenes) -------------
+
+
+def _decoyed(n: int):
+    """One 64x64 image with one object, predicted exactly but scored 0.5 behind ``n``
+    confident misses (small boxes along the top edge)."""
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 40:56, 40:56] = 1
+    target = {"boxes": torch.tensor([[40.0, 40.0, 56.0, 56.0]]), "labels": torch.tensor([1]), "masks": mask,
+              "image_id": 1}
+    ds = _ListDataset([(torch.zeros(3, 64, 64), target)], ["__background__", "a"])
+    boxes = torch.tensor([[4.0 * i, 0.0, 4.0 * i + 3, 3.0] for i in range(n)] + [[40.0, 40.0, 56.0, 56.0]])
+    masks = torch.zeros(n + 1, 1, 64, 64)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+        masks[i, 0, y1:y2, x1:x2] = 1
+    pred = {"boxes": boxes, "labels": torch.ones(n + 1, dtype=torch.int64),
+            "scores": torch.tensor([0.9] * n + [0.5]), "masks": masks}
+    return ds, {1: pred}
+
+
+def test_max_dets_reach_cocoeval():
+    ds, preds = _decoyed(5)
+    default = evaluate_predictions(ds, preds)
+    assert evaluate_predictions(ds, preds, max_dets=(1, 10, 100)) == default
+    for t in ("bbox", "segm"):
+        assert default[t]["AR1"] == 0.0 and default[t]["AR10"] == 1.0
+        assert default[t]["AP"] == pytest.approx(1 / 6)  # found at rank 6: precision 1/6
+    m = evaluate_predictions(ds, preds, max_dets=[2, 4, 6])
+    for t in ("bbox", "segm"):
+        assert list(m[t]) == metric_names((2, 4, 6))
+        assert (m[t]["AR2"], m[t]["AR4"], m[t]["AR6"]) == (0.0, 0.0, 1.0)
+        assert m[t]["AP"] == pytest.approx(1 / 6) and m[t]["AP@2"] == m[t]["AP@4"] == 0.0
+    m = evaluate_predictions(ds, preds, max_dets=[2, 5])  # the object is the 6th: never counted
+    assert m["segm"]["AP"] == 0.0 and m["segm"]["AR5"] == 0.0
+    rows = format_table(m, max_dets=[2, 5]).splitlines()
+    assert rows[0] == "AP at maxDets 5 (COCO's maxDets 2 5)"
+    assert rows[1].split() == ["type", "AP", "AP50", "AP75", "APs", "APm", "APl", "AP@2"]
+    assert format_table(default) == format_table(default, max_dets=(1, 10, 100))
+
+
+def test_summary_is_pycocotools(coco_ds):
+    """Our summary of COCOeval (any maxDets) gives pycocotools' own stats at its maxDets."""
+    import io
+    from contextlib import redirect_stdout
+
+    from maskrcnn_fast.evaluation import COCOeval, _summary, to_coco_results
+
+    ds = _generic(coco_ds)
+    gt = coco_from_dataset(ds)
+    results = []
+    for i in range(3):
+        _, t = ds[i]
+        p = _perfect(t)
+        p["boxes"] = p["boxes"] + torch.tensor([[3.0, 0.0, 3.0, 1.0]]) * (i + 1)
+        p["masks"] = p["masks"].roll(i, -1)
+        results += to_coco_results(t["image_id"], p)
+    for iou_type in ("bbox", "segm"):
+        with redirect_stdout(io.StringIO()):
+            ev = COCOeval(gt, gt.loadRes([dict(r) for r in results]), iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        got = _summary(ev, (1, 10, 100), False)
+        assert {k: got[k] for k in METRICS} == dict(zip(METRICS, ev.stats.tolist()))
+
+
+@pytest.mark.parametrize("bad", [[6, 2], [0, 5], [5, 5], [], "100", 100, [1.5, 3]])
+def test_bad_max_dets(coco_ds, bad):
+    ds, preds = _decoyed(1)
+    with pytest.raises(ValueError, match="max_dets must be increasing positive integers"):
+        evaluate_predictions(ds, preds, max_dets=bad)
+    with pytest.raises(ValueError, match="max_dets must be"):
+        evaluate(_Oracle(coco_ds), coco_ds, progress=False, max_dets=bad)
+    with pytest.raises(ValueError, match="max_dets must be"):
+        format_table({}, max_dets=bad)
+
+
+def test_unpasted_masks_same_results(coco_ds, tmp_path):
+    """Predictions with box_masks (paste_masks_in_image=False), pasted into the ground truth's
+    image sizes: the results file and metrics of the pasted masks."""
+    torch.manual_seed(0)
+    model = maskrcnn_resnet_fpn(18, num_classes=coco_ds.num_classes, min_size=32, max_size=64, box_score_thresh=0.0,
+                                rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_detections_per_img=10).eval()
+    pasted, unpasted = {}, {}
+    with torch.inference_mode():
+        for i in range(len(coco_ds)):
+            image, t = coco_ds[i]
+            pasted[t["image_id"]] = model([image])[0]
+            model.paste_masks_in_image = False
+            unpasted[t["image_id"]] = model([image])[0]
+            model.paste_masks_in_image = True
+    assert all("box_masks" in o and "masks" not in o for o in unpasted.values())
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    got = evaluate_predictions(coco_ds, unpasted, output_json=str(a))
+    assert got == evaluate_predictions(coco_ds, pasted, output_json=str(b)) and "segm" in got
+    assert json.loads(a.read_text()) == json.loads(b.read_text())
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        evaluate_predictions(coco_ds, {99: unpasted[11]})
+
+
+def test_packed_ground_truth(seed):
+    """Targets with PackedMasks (crops in their boxes) give the ground truth of the dense masks,
+    resized ones included (encoded from the crops, never K x H x W)."""
+    import torch.nn.functional as F
+
+    from maskrcnn_fast.data import SyntheticShapes
+    from maskrcnn_fast.structures import PackedMasks
+
+    kw = dict(image_size=(48, 56), min_shapes=3, max_shapes=12, size_range=(0.05, 0.2), seed=seed)
+    dense = coco_from_dataset(SyntheticShapes(3, **kw))
+    packed = coco_from_dataset(SyntheticShapes(3, mask_format="packed", **kw))
+    assert packed.dataset["annotations"] == dense.dataset["annotations"]
+    image, t = SyntheticShapes(1, **kw)[0]
+    want = F.interpolate(t["masks"][:, None].float(), size=(61, 37), mode="nearest")[:, 0].byte()
+    small = torch.zeros(3, 61, 37)
+    items = [(small, dict(t, masks=want, image_id=1)),
+             (small, dict(t, masks=PackedMasks.from_dense(t["masks"]).resize(61, 37), image_id=2))]
+    gt = coco_from_dataset(_ListDataset(items, ["__background__", "a", "b", "c"]))
+    by_image = [[a["segmentation"] for a in gt.loadAnns(gt.getAnnIds(imgIds=[i]))] for i in (1, 2)]
+    assert by_image[0] == by_image[1] and len(by_image[0]) == len(t["labels"])

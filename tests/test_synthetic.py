@@ -308,6 +308,7 @@ def test_train_and_eval_shape_options(capsys):
                               max_shapes=None, size_range=[0.05, 0.1])
     ds = dataset_from_args(args, train=True)
     assert (ds.min_shapes, ds.max_shapes, ds.size_range, ds.seed, len(ds)) == (10, 10, (0.05, 0.1), 5, 3)
+    assert ds.mask_format == "packed"  # the command line trains and evaluates on compact masks
     args.min_shapes, args.size_range = None, None
     ds = dataset_from_args(args, train=True)
     assert (ds.min_shapes, ds.max_shapes, ds.size_range) == (1, 4, (0.1, 0.25))

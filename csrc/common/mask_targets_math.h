@@ -30,34 +30,61 @@ MF_HOST_DEVICE RoiGeometry<acc_t> mask_target_geometry(acc_t x1, acc_t y1, acc_t
 
 // The mask target of one output bin from the bin's row taps (row(iy), iy < g.grid_h) and
 // column taps (col(ix), ix < g.grid_w): roi_align_bin's samples and order of operations, with
-// the bilinear weights formed by bilinear_from_axes (bitwise bilinear()'s).
+// the bilinear weights formed by bilinear_from_axes (bitwise bilinear()'s). The four pixels of a
+// sample come from rows(ay), the pair of mask rows of its row tap, whose read(b, p) puts the
+// pixels (y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high) in p[0..3]: a plane
+// in memory (mask_target_bin) or a packed crop (packed_mask_targets_math.h).
 //
 // A sample whose four pixels are all 0 is skipped: its term is +0 exactly (the weights are
 // finite and non-negative) and the sum is never -0, so skipping it leaves the sum's bits alone
-// while saving the work on the (large) empty parts of a mask.
-template <typename acc_t, typename RowTap, typename ColTap>
-MF_HOST_DEVICE acc_t mask_target_bin(const uint8_t* plane, int64_t sy, int64_t sx,
-                                     const RoiGeometry<acc_t>& g, RowTap row, ColTap col) {
+// while saving the work on the (large) empty parts of a mask. For the same reason a tap whose
+// pixels are all known to be 0 may come as invalid (skipped without reading).
+template <typename acc_t, typename RowTap, typename ColTap, typename Rows>
+MF_HOST_DEVICE acc_t mask_target_sum(const RoiGeometry<acc_t>& g, RowTap row, ColTap col,
+                                     Rows rows) {
   acc_t sum = acc_t(0);
   for (int iy = 0; iy < g.grid_h; ++iy) {
     const AxisTap<acc_t> ay = row(iy);
     if (!ay.valid) continue;  // every sample of this row is outside the mask
-    const uint8_t* lo = plane + ay.low * sy;
-    const uint8_t* hi = plane + ay.high * sy;
+    const auto pair = rows(ay);
     for (int ix = 0; ix < g.grid_w; ++ix) {
       const Bilinear<acc_t> b = bilinear_from_axes(ay, col(ix));
       if (!b.valid) continue;
-      const uint8_t p1 = lo[b.x_low * sx], p2 = lo[b.x_high * sx];
-      const uint8_t p3 = hi[b.x_low * sx], p4 = hi[b.x_high * sx];
-      if ((p1 | p2 | p3 | p4) == 0) continue;
-      const acc_t v1 = static_cast<acc_t>(p1);
-      const acc_t v2 = static_cast<acc_t>(p2);
-      const acc_t v3 = static_cast<acc_t>(p3);
-      const acc_t v4 = static_cast<acc_t>(p4);
+      uint8_t p[4];
+      pair.read(b, p);
+      if ((p[0] | p[1] | p[2] | p[3]) == 0) continue;
+      const acc_t v1 = static_cast<acc_t>(p[0]);
+      const acc_t v2 = static_cast<acc_t>(p[1]);
+      const acc_t v3 = static_cast<acc_t>(p[2]);
+      const acc_t v4 = static_cast<acc_t>(p[3]);
       sum += b.w1 * v1 + b.w2 * v2 + b.w3 * v3 + b.w4 * v4;
     }
   }
   return sum / g.count;
+}
+
+// Two rows of a plane in memory (any strides).
+struct StridedRows {
+  const uint8_t* lo;
+  const uint8_t* hi;
+  int64_t sx;
+  template <typename T>
+  MF_HOST_DEVICE void read(const Bilinear<T>& b, uint8_t* p) const {
+    p[0] = lo[b.x_low * sx];
+    p[1] = lo[b.x_high * sx];
+    p[2] = hi[b.x_low * sx];
+    p[3] = hi[b.x_high * sx];
+  }
+};
+
+// mask_target_sum on a plane in memory: `plane` at (0, 0), sy and sx the strides of a row and a
+// column.
+template <typename acc_t, typename RowTap, typename ColTap>
+MF_HOST_DEVICE acc_t mask_target_bin(const uint8_t* plane, int64_t sy, int64_t sx,
+                                     const RoiGeometry<acc_t>& g, RowTap row, ColTap col) {
+  return mask_target_sum<acc_t>(g, row, col, [=](const AxisTap<acc_t>& ay) {
+    return StridedRows{plane + ay.low * sy, plane + ay.high * sy, sx};
+  });
 }
 
 // Row tap iy of bin ph (or column tap of bin pw): one side of bilinear() for that sample.

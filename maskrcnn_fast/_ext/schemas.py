@@ -93,6 +93,14 @@ SCHEMAS = (
     # None].to(boxes.dtype), ..., (size, size), 1.0, -1, False) of each box.
     "mask_targets(Tensor[] masks, Tensor boxes, Tensor image_index, Tensor matched_index, "
     "SymInt size) -> Tensor",
+    # mask_targets from packed instance masks, the nearest resize of the masks folded in:
+    # data uint8/bool [D] (each instance's crop, row-major height x width bytes), instances
+    # int64 [N, 9] rows (offset into data, x0, y0, width, height, H, W, H', W'): the crop in its
+    # H x W source frame, resized to H' x W' by torch's nearest rule; boxes [K, 4] (x1, y1, x2,
+    # y2 in the resized frame), instance_index [K] int64 (the row of each box). Returns boxes'
+    # dtype [K, size, size]: bitwise mask_targets of the dense resized masks.
+    "packed_mask_targets(Tensor data, Tensor instances, Tensor boxes, Tensor instance_index, "
+    "SymInt size) -> Tensor",
 )
 
 

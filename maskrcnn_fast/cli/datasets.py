@@ -4,7 +4,12 @@ import os
 
 from .errors import UsageError, need, one_line
 
-__all__ = ["SHAPE_RULES", "check_scorable", "coco", "dataset_from_args", "match_labels", "synthetic_kwargs"]
+__all__ = ["MASK_FORMAT", "SHAPE_RULES", "check_scorable", "coco", "dataset_from_args", "match_labels",
+           "synthetic_kwargs"]
+
+# The command line's data sets give compact instance masks (maskrcnn_fast.structures.PackedMasks):
+# memory that grows with the objects, not with objects x pixels (dense scenes).
+MASK_FORMAT = "packed"
 
 # synthetic: the shapes per image and their size (options left unset are not checked)
 SHAPE_RULES = [("--min-shapes", lambda v: v >= 1, ">= 1"), ("--max-shapes", lambda v: v >= 1, ">= 1"),
@@ -26,7 +31,7 @@ def coco(root: str, ann: str, train: bool, options):
         # torchvision's training recipe: crowd regions are not objects, images without a usable
         # annotation are left out
         ds = CocoDetection(root, ann, transforms=Compose([RandomHorizontalFlip(0.5)]) if train else None,
-                           remove_images_without_annotations=train, skip_crowd=train)
+                           remove_images_without_annotations=train, skip_crowd=train, mask_format=MASK_FORMAT)
     except (ValueError, KeyError, TypeError) as e:  # JSON syntax, missing keys, checks
         msg = one_line(e)
         msg = msg[len(ann) + 2:] if msg.startswith(f"{ann}: ") else msg  # the option names the file
@@ -75,7 +80,7 @@ def dataset_from_args(args, train: bool, image_size=None):
         size = args.image_size or image_size or 128
         kw = synthetic_kwargs(args)
         try:
-            return SyntheticShapes(n, size, seed=seed, **kw)
+            return SyntheticShapes(n, size, seed=seed, mask_format=MASK_FORMAT, **kw)
         except ValueError as e:  # what the options' checks cannot see, as one line
             raise UsageError(f"synthetic data: {one_line(e)}") from None
     if args.dataset == "coco":

@@ -12,9 +12,9 @@ from ..weights import check_weights_spec
 from .datasets import SHAPE_RULES
 from .errors import UsageError, need, usage_errors
 
-__all__ = ["AP_HELP", "AP_RULE", "DATA_RULES", "MODEL_RULES", "WEIGHT_NAMES", "add_data_args", "add_model_args",
-           "add_shape_args", "check_file", "check_folder", "check_numbers", "device", "model_from_args", "model_kwargs",
-           "parse_model_arg", "weights_arg"]
+__all__ = ["AP_HELP", "AP_RULE", "DATA_RULES", "DETECTION_RULES", "MODEL_RULES", "WEIGHT_NAMES", "add_data_args",
+           "add_detection_args", "add_model_args", "add_shape_args", "check_file", "check_folder", "check_numbers",
+           "device", "model_from_args", "model_kwargs", "parse_model_arg", "weights_arg"]
 
 WEIGHT_NAMES = "DEFAULT, COCO_V1 or MaskRCNN_ResNet50_FPN_Weights.COCO_V1"
 AP_HELP = "exit status 1 when the mask AP50 is below X, in [0, 1] as the table prints it"
@@ -45,6 +45,15 @@ def add_shape_args(p) -> None:
                    help="synthetic: shape half-extent as fractions of the image side (default 0.1 0.25; "
                         "dense scenes, e.g. --min-shapes 500 --max-shapes 3000 --size-range 0.005 0.015 "
                         "--image-size 1024)")
+
+
+def add_detection_args(p) -> None:
+    """eval, predict: how many detections the model keeps per image."""
+    p.add_argument("--detections-per-img", type=int, metavar="N",
+                   help="the most detections kept per image (the model's box_detections_per_img; default: the "
+                        "checkpoint's, 100 for torchvision's); thousands work, masks are pasted a few at a time. "
+                        "Each proposal gives at most one detection per class: raise --model-arg "
+                        "rpn_post_nms_top_n_test=N (and rpn_pre_nms_top_n_test) with it for dense scenes")
 
 
 def add_model_args(p, train: bool) -> None:
@@ -101,6 +110,7 @@ MODEL_RULES = [("--min-size", lambda v: v >= 1, ">= 1"), ("--max-size", lambda v
                ("--frozen-bn-eps", lambda v: v >= 0, ">= 0")]
 DATA_RULES = [("--num-images", lambda v: v >= 1, ">= 1"), ("--val-num-images", lambda v: v >= 1, ">= 1"),
               ("--image-size", lambda v: v >= 8, ">= 8")] + SHAPE_RULES
+DETECTION_RULES = [("--detections-per-img", lambda v: v >= 1, ">= 1")]
 AP_RULE = [("--min-mask-ap50", lambda v: 0 <= v <= 1, "in [0, 1] (AP as the table prints it)")]
 
 
@@ -157,6 +167,8 @@ def model_kwargs(args) -> dict:
     for name in ("min_size", "max_size"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
+    if getattr(args, "detections_per_img", None) is not None:
+        kw["box_detections_per_img"] = args.detections_per_img
     if getattr(args, "anchor_sizes", None):
         kw["anchor_sizes"] = tuple(args.anchor_sizes)
     if getattr(args, "aspect_ratios", None):

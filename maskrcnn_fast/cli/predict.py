@@ -4,7 +4,8 @@ from typing import List
 
 from ..data.cocoapi import pycocotools
 from .errors import UsageError, need
-from .options import MODEL_RULES, add_model_args, check_folder, check_numbers, device, model_from_args, weights_arg
+from .options import (DETECTION_RULES, MODEL_RULES, add_detection_args, add_model_args, check_folder, check_numbers,
+                      device, model_from_args, weights_arg)
 
 __all__ = ["add_parser", "run"]
 
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--score-thresh", type=float, default=0.5,
                     help="keep detections scoring at least this (default 0.5); applied before masks are pasted")
     add_model_args(pr, train=False)
+    add_detection_args(pr)
     pr.set_defaults(func=run)
 
 
@@ -43,7 +45,8 @@ def run(args) -> int:
     from ..inference.predict import predict_image, read_photo, write_outputs
 
     check_numbers(args, [("--score-thresh", lambda v: 0 <= v <= 1, "in [0, 1]"),
-                         ("--num-classes", lambda v: v >= 2, ">= 2 (background included)")] + MODEL_RULES)
+                         ("--num-classes", lambda v: v >= 2, ">= 2 (background included)")] + MODEL_RULES
+                  + DETECTION_RULES)
     spec, option = weights_arg(args)
     files = _list_images(args.inputs)
     for f in files:  # headers only: the pixels are decoded one image at a time below

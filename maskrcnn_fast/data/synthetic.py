@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..structures import PackedMasks
+
 __all__ = ["SyntheticShapes", "write_synthetic_pngs"]
 
 _TRIES_PER_SHAPE = 30
@@ -41,7 +43,9 @@ class SyntheticShapes(torch.utils.data.Dataset):
       instance's mask with pixel edges (a mask covering columns a..b gives x1 = a, x2 = b + 1)
     - target["labels"]: int64 Tensor[K] in {1, 2, 3}
     - target["masks"]: uint8 Tensor[K, H, W], 0/1, the VISIBLE part of each shape (later shapes
-      are drawn over earlier ones); the masks of one image are disjoint
+      are drawn over earlier ones); the masks of one image are disjoint. With
+      ``mask_format="packed"``: the same masks as a :class:`maskrcnn_fast.structures.PackedMasks`
+      (each mask's tight crop in its box), built straight from each shape's box
     - target["image_id"]: int (= i); target["area"]: float32 Tensor[K], mask pixel counts;
       target["iscrowd"]: int64 Tensor[K] of zeros
 
@@ -56,8 +60,9 @@ class SyntheticShapes(torch.utils.data.Dataset):
 
     Dense scenes (many small objects), e.g. ``SyntheticShapes(n, 1024, min_shapes=500,
     max_shapes=3000, size_range=(0.005, 0.015))``: each shape costs work in proportion to its own
-    box, not to the image, so such an image takes seconds. The masks are still full-size:
-    K x H x W bytes per item, allocated lazily (untouched pages cost no memory until written).
+    box, not to the image, so such an image takes seconds. Dense masks are full-size: K x H x W
+    bytes per item, allocated lazily (untouched pages cost no memory until written); packed ones
+    (``mask_format="packed"``) hold each object's own pixels only.
 
     Args:
         num_images: length of the data set.
@@ -73,6 +78,8 @@ class SyntheticShapes(torch.utils.data.Dataset):
             triangle of circumradius ``size_range[0] * min(H, W)``), so that small shapes are
             kept. A value above the largest shape's area (a square of half-side
             ``size_range[1] * min(H, W)``) is a ValueError: no shape could be kept.
+        mask_format: ``"dense"`` (torchvision's uint8 [K, H, W], the default) or ``"packed"``
+            (a PackedMasks: memory that grows with the objects, not with objects x pixels).
     """
 
     classes = ["__background__", "circle", "square", "triangle"]
@@ -89,7 +96,10 @@ class SyntheticShapes(torch.utils.data.Dataset):
         size_range: Tuple[float, float] = (0.1, 0.25),
         min_visible: float = 0.5,
         min_area: Optional[int] = None,
+        mask_format: str = "dense",
     ):
+        if mask_format not in ("dense", "packed"):
+            raise ValueError(f"mask_format must be 'dense' or 'packed', got {mask_format!r}")
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if isinstance(image_size, int):
@@ -129,6 +139,7 @@ class SyntheticShapes(torch.utils.data.Dataset):
         self.size_range = (lo, hi)
         self.min_visible = float(min_visible)
         self.min_area = int(min_area)
+        self.mask_format = mask_format
         # pixel centres, shared by every item
         self._ys = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
         self._xs = (np.arange(w, dtype=np.float32) + 0.5)[None, :]
@@ -256,17 +267,30 @@ class SyntheticShapes(torch.utils.data.Dataset):
         image, labels, owner, shape_boxes, visible = self._generate(index)
         h, w = self.image_size
         k = len(labels)
-        masks = _lazy_zeros((k, h, w))
+        packed = self.mask_format == "packed"
+        masks = None if packed else _lazy_zeros((k, h, w))
+        crops, pieces, offset = np.zeros((k, 5), dtype=np.int64), [], 0
         boxes = np.zeros((k, 4), dtype=np.float32)
         for j, (y0, x0, y1, x1) in enumerate(shape_boxes):
             mine = owner[y0:y1, x0:x1] == j
-            masks[j, y0:y1, x0:x1] = mine
             rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
             boxes[j] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
+            if packed:  # the tight crop, straight from the shape's box
+                tight = mine[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+                crops[j] = (offset, x0 + cols[0], y0 + rows[0], tight.shape[1], tight.shape[0])
+                pieces.append(tight.reshape(-1))
+                offset += tight.size
+            else:
+                masks[j, y0:y1, x0:x1] = mine
+        if packed:
+            data = np.concatenate(pieces).astype(np.uint8) if pieces else np.zeros(0, dtype=np.uint8)
+            target_masks = PackedMasks(torch.from_numpy(data), torch.from_numpy(crops), (h, w))
+        else:
+            target_masks = torch.from_numpy(masks)
         target = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.tensor(labels, dtype=torch.int64),
-            "masks": torch.from_numpy(masks),
+            "masks": target_masks,
             "image_id": index,
             "area": torch.from_numpy(visible.astype(np.float32)),
             "iscrowd": torch.zeros(k, dtype=torch.int64),

@@ -1,7 +1,8 @@
 """Joint image/target transforms: each is ``t(image, target) -> (image, target)``.
 
 image is float32 Tensor[3, H, W]; target follows the detection format (``boxes`` [K, 4] x1, y1,
-x2, y2 pixels, ``masks`` [K, H, W]); a target of None passes through.
+x2, y2 pixels, ``masks`` uint8 [K, H, W] or a maskrcnn_fast.structures.PackedMasks, whose
+``flip(-1)`` mirrors each crop in its box); a target of None passes through.
 """
 from typing import Callable, Dict, Optional, Sequence
 
@@ -29,7 +30,8 @@ class Compose:
 
 
 def hflip(image: torch.Tensor, target: Optional[Dict] = None):
-    """Mirrors image Tensor[..., H, W] left-right, with its boxes and masks.
+    """Mirrors image Tensor[..., H, W] left-right, with its boxes and masks (dense or PackedMasks:
+    the same masks either way).
 
     A box [x1, x2) over pixel columns becomes [W - x2, W - x1): flipping twice is the identity and
     a mask's tight box stays tight.

@@ -10,9 +10,10 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..structures import PackedMasks
 from ..weights import save_checkpoint
 from . import checkpointing
 from .distributed import DistInfo, dump_rank_state, reduce_mean, wrap_model
@@ -228,8 +229,9 @@ class Trainer:
         dev = self.device
         nb = dev.type == "cuda"
         images = [im.to(dev, non_blocking=nb) for im in images]
-        targets = [{k: (v.to(dev, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in t.items()}
-                   for t in targets]
+        # tensors and PackedMasks (compact instance masks) move; other values (image_id) stay
+        targets = [{k: (v.to(dev, non_blocking=nb) if isinstance(v, (Tensor, PackedMasks)) else v)
+                    for k, v in t.items()} for t in targets]
         with torch.autocast("cuda", enabled=self.amp):
             loss_dict = self.model(images, targets)
         loss = sum(loss_dict.values())

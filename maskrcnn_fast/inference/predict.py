@@ -1,14 +1,16 @@
 """Inference on photographs with memory bounded by one image: ``maskrcnn-fast predict``.
 
-The model pastes every detection's mask at full image size at once (torchvision's output:
-masks [D, 1, H, W] float); on a 6000x4000 photo that is 96 MB per detection, 9.6 GB for 100.
-Here the score threshold is applied inside the model, before any mask is pasted, and the masks
-that remain are pasted one at a time, and drawn and encoded from the rows and columns their box
-covers: the peak holds the image, the model's input and activations, and one full-size mask.
+The model's default output pastes every detection's mask at full image size at once
+(torchvision's masks [D, 1, H, W] float): on a 6000x4000 photo that is 96 MB per detection, 9.6 GB
+for 100. Here the score threshold is applied inside the model, before any mask exists at image
+size; the model hands back each detection's M x M mask with its box (``paste_masks_in_image``
+False), and :func:`~maskrcnn_fast.models.mask_rcnn.mask_crops` pastes them a few at a time (uint8,
+at most ``max_paste_bytes``) and cuts each to its extent, which is drawn and encoded: the peak
+holds the image, the model's input and activations, and that bounded batch of pasted masks,
+however many detections there are. The records are those of the pasted masks, exactly.
 """
 import contextlib
 import json
-import math
 import os
 from typing import List, Optional, Sequence
 
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data.images import read_rgb, rgb_to_tensor, to_uint8
+from ..models.mask_rcnn import mask_crops
 from .visualize import Canvas, class_colors, detection_record
 
 __all__ = ["predict_image", "write_outputs"]
@@ -23,15 +26,16 @@ __all__ = ["predict_image", "write_outputs"]
 
 @contextlib.contextmanager
 def _unpasted_masks(model):
-    """The model hands back its M x M mask probabilities with the boxes already in image pixels;
-    the caller pastes them (the same op, one detection at a time)."""
-    transform = model.transform
-    paste = transform.paste_masks
-    transform.paste_masks = lambda masks, boxes, size: masks
+    """The model hands back its M x M mask probabilities (``box_masks``) with the boxes already
+    in image pixels; the caller pastes them (the model's own paste op, a few at a time)."""
+    own = getattr(model, "paste_masks_in_image", None)
+    if isinstance(own, bool):
+        model.paste_masks_in_image = False
     try:
-        yield paste
+        yield
     finally:
-        transform.paste_masks = paste
+        if isinstance(own, bool):
+            model.paste_masks_in_image = own
 
 
 @contextlib.contextmanager
@@ -50,49 +54,39 @@ def _score_floor(model, score_thresh: float):
         heads.score_thresh = own
 
 
-def _support(box, m: int, h: int, w: int):
-    """(y0, y1, x0, x1): the rows and columns a pasted M x M mask can touch. The paste scales the
-    box by (M + 2) / M about its centre (one pixel of padding each side) and truncates to whole
-    pixels; two pixels of margin more cover the rounding."""
-    if not all(math.isfinite(v) for v in box):
-        return 0, h, 0, w
-    x1, y1, x2, y2 = box
-    sx, sy = (x2 - x1) * 0.5 * (m + 2) / m, (y2 - y1) * 0.5 * (m + 2) / m
-    cx, cy = (x1 + x2) * 0.5, (y1 + y2) * 0.5
-    clip = lambda v, hi: min(max(v, 0), hi)  # noqa: E731
-    return (clip(math.floor(cy - sy) - 2, h), clip(math.ceil(cy + sy) + 3, h),
-            clip(math.floor(cx - sx) - 2, w), clip(math.ceil(cx + sx) + 3, w))
-
-
 def predict_image(model, rgb: np.ndarray, device="cpu", score_thresh: float = 0.5,
-                  class_names: Optional[Sequence[str]] = None, mask_thresh: float = 0.5):
-    """Detections on one picture, drawn and as records, with one full-size mask alive at a time.
+                  class_names: Optional[Sequence[str]] = None, mask_thresh: float = 0.5,
+                  max_paste_bytes: int = 1 << 25):
+    """Detections on one picture, drawn and as records, without a D x H x W mask tensor.
 
     model: a Mask R-CNN in eval mode. rgb: HxWx3 uint8 or uint16 (:func:`read_rgb`).
+    max_paste_bytes: the most bytes of pasted (uint8) masks alive at once (one mask at least).
     -> (drawn picture HxWx3 uint8, list of :func:`~maskrcnn_fast.inference.visualize.detection_record`
     in decreasing score: the detections scoring at least ``score_thresh``, masks cut at
-    ``mask_thresh``).
+    ``mask_thresh``, equal to those of the model's pasted ``masks``).
     """
     h, w = rgb.shape[:2]
     image = rgb_to_tensor(rgb)
-    with torch.inference_mode(), _score_floor(model, score_thresh), _unpasted_masks(model) as paste:
+    with torch.inference_mode(), _score_floor(model, score_thresh), _unpasted_masks(model):
         det = model([image.to(device)])[0]
         del image
         keep = det["scores"] >= score_thresh
         det = {k: v[keep] for k, v in det.items()}
         boxes, labels, scores = det["boxes"], det["labels"].tolist(), det["scores"].tolist()
-        masks = det.get("masks")
+        if "box_masks" in det:
+            crops = mask_crops(det["box_masks"], boxes, (h, w), mask_thresh, model.transform.paste_masks,
+                               max_paste_bytes)
+        elif "masks" in det:  # a model that pastes regardless (torchvision's)
+            crops = (((m[0] > mask_thresh).cpu(), (0, 0)) for m in det["masks"])
+        else:
+            crops = None
         canvas = Canvas(to_uint8(rgb))
         n_colors = max([len(class_names) if class_names else 0] + [lab + 1 for lab in labels])
         palette = class_colors(n_colors)
         records = []
         for i, lab in enumerate(labels):
-            crop, at = None, (0, 0)
-            if masks is not None:
-                y0, y1, x0, x1 = _support(boxes[i].tolist(), masks.shape[-1], h, w)
-                full = paste(masks[i : i + 1], boxes[i : i + 1], (h, w))
-                crop, at = (full[0, 0, y0:y1, x0:x1] > mask_thresh).cpu(), (y0, x0)
-                del full
+            crop, at = next(crops) if crops is not None else (None, (0, 0))
+            if crop is not None:
                 canvas.add_mask(crop, palette[lab], offset=at)
             records.append(detection_record(boxes[i].tolist(), lab, scores[i], class_names, crop, at, (h, w)))
         for rec in records:  # labels last: no mask covers one

@@ -2,7 +2,7 @@
 from .opset import OpSet, get_ops
 from .backbone import BackboneWithFPN, FeaturePyramid, ResNetBody, resnet_fpn_backbone
 from .builders import maskrcnn_resnet50_fpn, maskrcnn_resnet_fpn
-from .mask_rcnn import MaskRCNN
+from .mask_rcnn import MaskRCNN, mask_crops
 from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import ImageList, ImageTransform
@@ -11,6 +11,7 @@ __all__ = [
     "maskrcnn_resnet50_fpn",
     "maskrcnn_resnet_fpn",
     "MaskRCNN",
+    "mask_crops",
     "OpSet",
     "get_ops",
     "BackboneWithFPN",

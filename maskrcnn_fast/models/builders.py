@@ -80,8 +80,9 @@ def maskrcnn_resnet_fpn(
     (:func:`maskrcnn_fast.weights.frozen_bn_eps_of`; never the file's name), else 1e-5.
     ops: "fused" or "torch". fpn_channels: the FPN's width
     (torchvision's 256; a smaller one needs matching heads, e.g. for a CPU demo). Other keyword
-    arguments go to :class:`MaskRCNN` (min_size, max_size, rpn_*, box_*, mask_*, ...); with
-    box_predictor and mask_predictor given, leave num_classes None.
+    arguments go to :class:`MaskRCNN` (min_size, max_size, rpn_*, box_*, mask_*, ...;
+    ``paste_masks_in_image=False``: masks handed back unpasted, as ``box_masks``, for thousands of
+    detections per image); with box_predictor and mask_predictor given, leave num_classes None.
     """
     state, eps = _resolve_weights(weights, depth, progress)
     own_predictors = kwargs.get("box_predictor") is not None and kwargs.get("mask_predictor") is not None

@@ -3,17 +3,19 @@
 Same arguments, state_dict keys, outputs and losses as torchvision's ``MaskRCNN``; the ops it
 runs on are chosen once by ``ops`` ("fused" or "torch", see ``models/opset.py``).
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from .. import ops as _ops
+from ..structures import PackedMasks
 from .opset import OpSet, get_ops
 from .roi_heads import FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor, RoIHeads, TwoMLPHead
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import ImageList, ImageTransform
 
-__all__ = ["MaskRCNN", "check_inputs"]
+__all__ = ["MaskRCNN", "check_inputs", "mask_crops"]
 
 _ANCHOR_SIZES = ((32,), (64,), (128,), (256,), (512,))
 _ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * len(_ANCHOR_SIZES)
@@ -55,8 +57,11 @@ def check_inputs(
         for key in ("boxes", "labels") + (("masks",) if has_mask else ()):
             if key not in t:
                 raise ValueError(f"{name} lacks '{key}'")
-            if not isinstance(t[key], Tensor):
-                raise TypeError(f"{name}['{key}'] must be a Tensor, got {type(t[key]).__name__}")
+            if key == "masks" and isinstance(t[key], PackedMasks):
+                pass  # the masks as crops in their boxes (maskrcnn_fast.structures)
+            elif not isinstance(t[key], Tensor):
+                kinds = "a Tensor or a PackedMasks" if key == "masks" else "a Tensor"
+                raise TypeError(f"{name}['{key}'] must be {kinds}, got {type(t[key]).__name__}")
             if t[key].device != im.device:
                 raise ValueError(f"{name}['{key}'] is on {t[key].device} but images[{i}] is on {im.device}")
         boxes, labels = t["boxes"], t["labels"]
@@ -79,8 +84,8 @@ def check_inputs(
             want = (k, im.shape[1], im.shape[2])
             if tuple(masks.shape) != want:
                 raise ValueError(
-                    f"{name}['masks'] must be Tensor[K, H, W] = {list(want)} (the image's size), "
-                    f"got {list(masks.shape)}"
+                    f"{name}['masks'] must be Tensor[K, H, W] = {list(want)} (the image's size; a "
+                    f"PackedMasks of that shape), got {list(masks.shape)}"
                 )
 
 
@@ -96,7 +101,17 @@ class MaskRCNN(nn.Module):
       int64 Tensor[D], scores Tensor[D], masks float Tensor[D, 1, H, W] (probabilities);
       training: dict loss_classifier, loss_box_reg, loss_mask, loss_objectness,
       loss_rpn_box_reg. targets: list of dicts boxes float Tensor[K, 4], labels int64 Tensor[K],
-      masks Tensor[K, H, W] (uint8 or bool).
+      masks Tensor[K, H, W] (uint8 or bool) or a :class:`maskrcnn_fast.structures.PackedMasks` of
+      that shape (each mask as its crop in its box: dense scenes, never K x H x W).
+
+    paste_masks_in_image (bool): in eval, paste each detection's mask into the image (the
+    default: torchvision's ``masks`` [D, 1, H, W] float, D x H x W float32 numbers per image).
+    False: no pasting; the dicts carry ``box_masks`` float Tensor[D, 1, M, M] instead of
+    ``masks``, each detection's M x M mask probabilities inside its box (``boxes``, original
+    pixels): ``paste_masks(box_masks, boxes, (H, W))`` (the model's op set's) is torchvision's
+    ``masks``, and :meth:`mask_crops` pastes them a few at a time, cut to each mask's extent
+    (what ``predict`` and ``evaluate`` do, so thousands of detections per image never need a
+    D x H x W tensor). A plain attribute, may be set later.
 
     static_shapes (bool): in eval, run the mask head and the mask pasting on the padded
     detections (``box_detections_per_img`` rows per image, counts on the device) so that
@@ -145,6 +160,7 @@ class MaskRCNN(nn.Module):
         fixed_size=None,
         ops: Union[str, OpSet] = "fused",
         static_shapes: bool = False,
+        paste_masks_in_image: bool = True,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
@@ -208,6 +224,7 @@ class MaskRCNN(nn.Module):
             mask_head,
             mask_predictor,
             match_boxes=op.match_boxes,
+            packed_mask_targets=op.packed_mask_targets,
         )
 
         self.transform = ImageTransform(
@@ -223,6 +240,17 @@ class MaskRCNN(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.static_shapes = bool(static_shapes)
+        self.paste_masks_in_image = bool(paste_masks_in_image)
+
+    def mask_crops(
+        self, box_masks: Tensor, boxes: Tensor, image_size: Sequence[int], threshold: float = 0.5,
+        max_bytes: int = 1 << 25,
+    ) -> Iterator[Tuple[Tensor, Tuple[int, int]]]:
+        """:func:`mask_crops` with this model's paste op: the ``box_masks`` and ``boxes`` of one
+        image's output (``paste_masks_in_image=False``), pasted a few at a time into ``image_size``
+        (H, W) -> per detection (bool crop Tensor[h, w] on the CPU, its (y0, x0)): the pixels of
+        ``masks > threshold`` of the pasted output, exactly."""
+        return mask_crops(box_masks, boxes, image_size, threshold, self.transform.paste_masks, max_bytes)
 
     def _device(self) -> Optional[torch.device]:
         p = next(self.parameters(), None)
@@ -250,7 +278,8 @@ class MaskRCNN(nn.Module):
         detections, head_losses = self.roi_heads(features, proposals, counts, image_list.image_sizes, targets)
         if self.training:
             return {**head_losses, **rpn_losses}
-        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes,
+                                          paste=self.paste_masks_in_image)
 
     # ---- static-shape inference ---------------------------------------------------------------
 
@@ -304,7 +333,10 @@ class MaskRCNN(nn.Module):
         out["boxes"] = boxes
         if "masks" in out:
             masks = out["masks"]
-            out["masks"] = [self.transform.paste_masks(m, b, o) for m, b, o in zip(masks, boxes, original_sizes)]
+            if self.paste_masks_in_image:
+                out["masks"] = [self.transform.paste_masks(m, b, o) for m, b, o in zip(masks, boxes, original_sizes)]
+            else:
+                out["box_masks"] = out.pop("masks")
         return out
 
     @staticmethod
@@ -312,7 +344,7 @@ class MaskRCNN(nn.Module):
         padded: Dict[str, Union[Tensor, List[Tensor]]], original_sizes: List[Tuple[int, int]], clone: bool = False
     ) -> List[Dict[str, Tensor]]:
         """Padded outputs of :meth:`forward_padded` -> torchvision's list of dicts (boxes, labels,
-        scores, masks) of exact sizes. The hand-over to the user: reads the counts on the host
+        scores, masks or box_masks) of exact sizes. The hand-over to the user: reads the counts on the host
         (the one synchronisation). clone: copy out of the padded buffers (a CUDA graph's static
         outputs are overwritten by its next replay)."""
         ks = padded["counts"].tolist()
@@ -323,9 +355,65 @@ class MaskRCNN(nn.Module):
                 "labels": padded["labels"][i, :k],
                 "scores": padded["scores"][i, :k],
             }
-            if "masks" in padded:
-                r["masks"] = padded["masks"][i][:k]
+            for key in ("masks", "box_masks"):
+                if key in padded:
+                    r[key] = padded[key][i][:k]
             if clone:
                 r = {key: v.clone() for key, v in r.items()}
             result.append(r)
         return result
+
+
+def mask_crops(
+    box_masks: Tensor,
+    boxes: Tensor,
+    image_size: Sequence[int],
+    threshold: float = 0.5,
+    paste_masks: Optional[Callable] = None,
+    max_bytes: int = 1 << 25,
+) -> Iterator[Tuple[Tensor, Tuple[int, int]]]:
+    """Pastes the masks a few at a time and yields each one cut to its extent, in order.
+
+    box_masks (Tensor[D, 1, M, M] or Tensor[D, M, M]): mask probabilities inside each box (the
+    model's ``box_masks``); boxes (Tensor[D, 4]): x1, y1, x2, y2 in the pixels of an image of
+    ``image_size`` (H, W); threshold (float >= 0); paste_masks: the paste op
+    (``model.transform.paste_masks``; default :func:`maskrcnn_fast.ops.paste_masks`), called
+    with its ``threshold`` on at most ``max_bytes`` of uint8 planes at once (one plane at least).
+
+    Yields, per detection, ``(crop, (y0, x0))``: crop bool Tensor[h, w] on the CPU, the rows
+    and columns of ``paste_masks(box_masks, boxes, image_size) > threshold`` that hold its
+    pixels (0 x 0 for an empty mask), its top-left pixel at (y0, x0) of the image; the pixels
+    are exactly those of the full-size paste, and no D x H x W tensor is ever made.
+    """
+    if box_masks.dim() == 3:
+        box_masks = box_masks[:, None]
+    if box_masks.dim() != 4 or box_masks.shape[1] != 1:
+        raise ValueError(f"box_masks must be Tensor[D, 1, M, M] or Tensor[D, M, M], got {tuple(box_masks.shape)}")
+    if boxes.dim() != 2 or boxes.shape != (box_masks.shape[0], 4):
+        raise ValueError(f"boxes must be Tensor[{box_masks.shape[0]}, 4] (one per mask), got {tuple(boxes.shape)}")
+    if not threshold >= 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    paste = _ops.paste_masks if paste_masks is None else paste_masks
+    h, w = (int(v) for v in image_size)
+    d = box_masks.shape[0]
+    empty = torch.zeros(0, 0, dtype=torch.bool)
+    if h <= 0 or w <= 0:
+        for _ in range(d):
+            yield empty, (0, 0)
+        return
+    per = max(1, int(max_bytes) // (h * w))
+    for start in range(0, d, per):
+        planes = paste(box_masks[start : start + per], boxes[start : start + per], (h, w), threshold=threshold)[:, 0]
+        rows, cols = planes.amax(2), planes.amax(1)  # [c, H], [c, W] of 0/1 (amax: faster than any)
+        bounds = torch.stack(
+            [rows.argmax(1), h - rows.flip(1).argmax(1), cols.argmax(1), w - cols.flip(1).argmax(1), rows.amax(1)], 1
+        ).tolist()
+        for i, (y0, y1, x0, x1, any_pixel) in enumerate(bounds):
+            if not any_pixel:
+                yield empty, (0, 0)
+            else:
+                # .bool() copies: the crop does not hold the plane
+                yield planes[i, y0:y1, x0:x1].bool().cpu(), (y0, x0)
+        del planes, rows, cols

@@ -21,6 +21,8 @@ it calls:
 - ``mask_targets(gt_masks list of [G_i, H_i, W_i] uint8, proposals list of [K_i, 4],
   matched_idxs list of [K_i], M) -> Tensor[sum K_i, M, M]``: torchvision's
   ``project_masks_on_boxes`` of every image, concatenated.
+- ``packed_mask_targets(data, instances, boxes, instance_index, M)``: the same targets from
+  PackedMasks (each instance's crop, the resize folded into the sampling; training targets).
 - ``match_boxes``: torchvision's Matcher on box_iou for all images at once (training targets).
 """
 from types import SimpleNamespace

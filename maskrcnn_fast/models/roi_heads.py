@@ -10,12 +10,13 @@ mask head on the padded detections (static shapes, no host synchronisation), for
 and CUDA graphs.
 """
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..structures import PackedMasks
 from .matching import BalancedPositiveNegativeSampler, Matcher, pad_rows
 
 __all__ = [
@@ -114,21 +115,52 @@ def fastrcnn_loss(
     return cls_loss, box_loss / labels.numel()
 
 
+def _packed_targets(
+    gt_masks: List[PackedMasks], proposals: List[Tensor], matched_idxs: List[Tensor], m: int,
+    packed_mask_targets: Callable,
+) -> Tensor:
+    """The mask targets of all images from their PackedMasks in one ``packed_mask_targets`` call:
+    the images' instances concatenated, each box pointing at its image's first row plus its
+    matched index."""
+    data, instances = PackedMasks.cat(gt_masks)
+    device = proposals[0].device if proposals else gt_masks[0].device
+    data, instances = data.to(device), instances.to(device)
+    first = 0
+    index = []
+    for pm, idx in zip(gt_masks, matched_idxs):
+        index.append(idx.to(torch.int64) + first)
+        first += len(pm)
+    boxes = torch.cat(proposals) if proposals else torch.zeros((0, 4), device=device)
+    index_t = torch.cat(index) if index else torch.zeros(0, dtype=torch.int64, device=device)
+    return packed_mask_targets(data, instances, boxes, index_t, m)
+
+
 def maskrcnn_loss(
     mask_logits: Tensor,
     proposals: List[Tensor],
-    gt_masks: List[Tensor],
+    gt_masks: List[Union[Tensor, PackedMasks]],
     gt_labels: List[Tensor],
     matched_idxs: List[Tensor],
     mask_targets: Callable,
+    packed_mask_targets: Optional[Callable] = None,
 ) -> Tensor:
     """Per-pixel BCE between the logits of each positive proposal's class and its ground-truth
     mask cut out by the proposal (ROIAlign on the full mask, 1 pixel = 1 unit) and resized to
-    M x M (mask_logits: Tensor[K, C, M, M]); ``mask_targets`` (maskrcnn_fast.ops' signature)
-    makes the targets of all images in one call."""
+    M x M (mask_logits: Tensor[K, C, M, M]).
+
+    Dense masks (Tensor[G_i, H_i, W_i]): ``mask_targets`` (maskrcnn_fast.ops' signature) makes
+    the targets of all images in one call. PackedMasks (maskrcnn_fast.structures): one
+    ``packed_mask_targets`` call (maskrcnn_fast.ops' signature; default that op) for all images,
+    the same targets bit for bit; where the images mix the two, the dense ones are packed."""
     m = mask_logits.shape[-1]
     labels = torch.cat([gl[i] for gl, i in zip(gt_labels, matched_idxs)])
-    targets = mask_targets(gt_masks, proposals, matched_idxs, m)
+    if any(isinstance(g, PackedMasks) for g in gt_masks):
+        if packed_mask_targets is None:
+            from ..ops import packed_mask_targets
+        packed = [g if isinstance(g, PackedMasks) else PackedMasks.from_dense(g) for g in gt_masks]
+        targets = _packed_targets(packed, list(proposals), list(matched_idxs), m, packed_mask_targets)
+    else:
+        targets = mask_targets(gt_masks, proposals, matched_idxs, m)
     if targets.numel() == 0:
         return mask_logits.sum() * 0
     picked = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]
@@ -140,7 +172,9 @@ class RoIHeads(nn.Module):
 
     box_roi_pool, box_head, box_predictor, mask_*: modules; box_coder: encodes the training
     targets, its ``weights`` and ``bbox_xform_clip`` decode the deltas; detection_postprocess,
-    mask_targets, match_boxes: callables (maskrcnn_fast.ops' signatures; match_boxes None: that op).
+    mask_targets, match_boxes, packed_mask_targets: callables (maskrcnn_fast.ops' signatures;
+    match_boxes or packed_mask_targets None: that op). Targets' masks: Tensor[K, H, W] or
+    maskrcnn_fast.structures.PackedMasks (see :func:`maskrcnn_loss`).
 
     forward(features dict, proposals Tensor[N, P, 4] padded, proposal_counts Tensor[N],
     image_shapes, targets) ->
@@ -167,11 +201,14 @@ class RoIHeads(nn.Module):
         mask_head: Optional[nn.Module] = None,
         mask_predictor: Optional[nn.Module] = None,
         match_boxes: Optional[Callable] = None,
+        packed_mask_targets: Optional[Callable] = None,
     ):
         super().__init__()
         if match_boxes is None:
             from ..ops import match_boxes
         self.match_boxes = match_boxes
+        # None: maskrcnn_fast.ops.packed_mask_targets, looked up when PackedMasks targets come
+        self.packed_mask_targets = packed_mask_targets
         self.box_roi_pool = box_roi_pool
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -374,6 +411,7 @@ class RoIHeads(nn.Module):
                     [t["labels"] for t in targets],
                     pos_matched,
                     self.mask_targets,
+                    self.packed_mask_targets,
                 )
             else:
                 for r, probs in zip(result, self.mask_probabilities(mask_logits, [r["labels"] for r in result])):

@@ -6,15 +6,16 @@ batch is zero-padded to a multiple of ``size_divisible``, and ``postprocess`` sc
 with float32 ratios and pastes the masks into the original image.
 """
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import ops
+from ..structures import PackedMasks
 
-__all__ = ["ImageList", "ImageTransform", "resize_boxes"]
+__all__ = ["ImageList", "ImageTransform", "resize_boxes", "resize_masks"]
 
 
 class ImageList:
@@ -48,6 +49,25 @@ def resize_boxes(boxes: Tensor, original_size: Sequence[int], new_size: Sequence
     )
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
+
+
+def resize_masks(masks: Union[Tensor, PackedMasks], size: Tuple[int, int], kw: Dict) -> Union[Tensor, PackedMasks]:
+    """A target's masks resized with the image to ``size`` (h, w), as torchvision's transform
+    resizes them: ``F.interpolate(masks[:, None].float(), **kw)`` (nearest), then uint8.
+
+    A PackedMasks is resized lazily (its ``out_size``: torchvision's ``scale_factor`` with
+    ``recompute_scale_factor=True`` is nearest to the resized image's size). Dense uint8/bool
+    masks become a PackedMasks first when that is smaller than them (the masks of a few objects
+    in a large image, as a rule), before any float copy; the mask targets of both are the same,
+    bit for bit. Other masks (or a PackedMasks that would not be smaller) take torchvision's path.
+    """
+    if isinstance(masks, PackedMasks):
+        return masks.resize(*size)
+    if masks.dtype in (torch.uint8, torch.bool) and masks.dim() == 3 and masks.shape[0]:
+        packed = PackedMasks.from_dense(masks)
+        if packed.nbytes < masks.numel():
+            return packed.resize(*size)
+    return F.interpolate(masks[:, None].float(), **kw)[:, 0].byte()
 
 
 class ImageTransform(nn.Module):
@@ -122,8 +142,7 @@ class ImageTransform(nn.Module):
         if target is None:
             return image, target
         if "masks" in target:
-            masks = target["masks"][:, None].float()
-            target["masks"] = F.interpolate(masks, **kw)[:, 0].byte()
+            target["masks"] = resize_masks(target["masks"], tuple(image.shape[-2:]), kw)
         target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
         return image, target
 
@@ -149,14 +168,20 @@ class ImageTransform(nn.Module):
         result: List[Dict[str, Tensor]],
         image_shapes: List[Tuple[int, int]],
         original_image_sizes: List[Tuple[int, int]],
+        paste: bool = True,
     ) -> List[Dict[str, Tensor]]:
-        """Boxes back to original pixels; masks [N, 1, M, M] pasted to [N, 1, H, W]."""
+        """Boxes back to original pixels; masks [N, 1, M, M] pasted to [N, 1, H, W]. paste False:
+        the masks are not pasted but handed on as ``box_masks`` [N, 1, M, M] (the probabilities
+        inside each box; see ``MaskRCNN(paste_masks_in_image=False)``)."""
         if self.training:
             return result
         for pred, im_s, o_im_s in zip(result, image_shapes, original_image_sizes):
             pred["boxes"] = resize_boxes(pred["boxes"], im_s, o_im_s)
             if "masks" in pred:
-                pred["masks"] = self.paste_masks(pred["masks"], pred["boxes"], o_im_s)
+                if paste:
+                    pred["masks"] = self.paste_masks(pred["masks"], pred["boxes"], o_im_s)
+                else:
+                    pred["box_masks"] = pred.pop("masks")
         return result
 
     def extra_repr(self) -> str:

@@ -8,6 +8,7 @@ from .paste_masks import paste_masks, paste_masks_batched
 from .rpn_proposals import rpn_proposals, proposals_to_list
 from .detection_postprocess import detection_postprocess, detections_to_list
 from .mask_targets import mask_targets, project_masks_on_boxes
+from .packed_mask_targets import packed_mask_targets
 from .box_iou import box_iou
 from .match_boxes import match_boxes
 from . import reference
@@ -37,6 +38,7 @@ __all__ = [
     "detections_to_list",
     "mask_targets",
     "project_masks_on_boxes",
+    "packed_mask_targets",
     "box_iou",
     "match_boxes",
 ]

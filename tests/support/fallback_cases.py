@@ -119,6 +119,10 @@ def run_cases():
                                                     score_thresh=0.1, detections_per_img=10)):
         r[f"detection_postprocess.{i}"] = t
 
+    pdata = (torch.rand(40, generator=g) > 0.5).to(torch.uint8)
+    prows = torch.tensor([[0, 2, 3, 5, 4, 12, 10, 18, 15], [20, 0, 0, 4, 5, 8, 8, 8, 8]])
+    r["packed_mask_targets"] = ops.packed_mask_targets(pdata, prows, _boxes(g, 4, 14.0), torch.tensor([0, 1, 1, 0]), 7)
+
     r.update(_model_cases())
     return r
 

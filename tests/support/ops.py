@@ -1,6 +1,8 @@
 """Inputs and oracles shared by the op tests: tests/test_<op>.py, the op's emulated-vs-CPU cases
 in tests/test_cuda_matches_cpu.py, tests/fuzz/test_fuzz_<op>.py and the drop-in tests
 (tests/test_dropin.py)."""
+import math
+
 import torch
 import torchvision
 from torchvision.models.detection._utils import Matcher
@@ -243,3 +245,119 @@ def boxes_of_every_kind(n, h, w):
             x, y = (-bw - 2.5, y) if i % 2 else (x, h + 1.5)
         rows.append([x, y, x + bw, y + bh])
     return torch.tensor(rows)
+
+
+# ---- packed_mask_targets -------------------------------------------------------------------
+
+RESIZES = ["identity", "double", "half", "up", "down", "ratio", "torchvision"]
+
+
+def resized_size(h, w, kind, generator=None):
+    """(H', W') for a source frame h x w: the same, twice, about half, larger, smaller, unrelated
+    non-integer ratios per axis, or torchvision's transform rule (one scale_factor, the output
+    size floor(size * scale) as F.interpolate's recompute_scale_factor=True computes it)."""
+    def r(lo, hi):
+        return float(torch.rand((), generator=generator)) * (hi - lo) + lo
+
+    if kind == "identity":
+        return h, w
+    if kind == "double":
+        return 2 * h, 2 * w
+    if kind == "half":
+        return h // 2, w // 2
+    if kind == "up":
+        s = r(1.0, 3.0)
+        return int(h * s) + 1, int(w * s) + 1
+    if kind == "down":
+        s = r(0.3, 1.0)
+        return int(h * s), int(w * s)
+    if kind == "ratio":
+        return int(h * r(0.4, 2.5)), int(w * r(0.4, 2.5))
+    assert kind == "torchvision"
+    if min(h, w) == 0:
+        return h, w
+    min_size, max_size = int(r(10, 120)), int(r(40, 200))
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    return int(math.floor(h * scale)), int(math.floor(w * scale))
+
+
+def packed_masks(n, max_side=60, resize=None, generator=None, values=False, empty_every=7):
+    """n instances packed as PackedMasks' tensors: (data uint8 [D], instances int64 [n, 9]).
+    Each has its own source frame (1..max_side a side, sometimes 0), a crop inside it (sometimes
+    empty, sometimes the whole frame or touching its edges) holding blobs and salt-and-pepper
+    pixels (uint8 values 0..255 when ``values``), and a resized frame of kind ``resize`` (drawn
+    from RESIZES when None). Offsets are in random order, with gaps."""
+    g = generator
+
+    def randint(lo, hi):  # [lo, hi]
+        return int(torch.randint(lo, hi + 1, (), generator=g))
+
+    rows, crops = [], []
+    for i in range(n):
+        h, w = randint(1, max_side), randint(1, max_side)
+        if randint(0, 11) == 0:
+            h, w = (0, w) if randint(0, 1) else (h, 0)
+        kind = resize or RESIZES[randint(0, len(RESIZES) - 1)]
+        oh, ow = resized_size(h, w, kind, g)
+        if empty_every and i % empty_every == empty_every - 1 or h == 0 or w == 0:
+            x0, y0, cw, ch = (randint(0, w), randint(0, h), 0, 0)
+        elif randint(0, 5) == 0:
+            x0, y0, cw, ch = 0, 0, w, h
+        else:
+            x0, y0 = randint(0, w - 1), randint(0, h - 1)
+            cw, ch = randint(1, w - x0), randint(1, h - y0)
+        coarse = torch.rand(ch // 3 + 1, cw // 3 + 1, generator=g) > 0.5
+        crop = coarse.repeat_interleave(3, 0).repeat_interleave(3, 1)[:ch, :cw].clone()
+        crop ^= torch.rand(crop.shape, generator=g) > 0.93
+        crop = crop.to(torch.uint8)
+        if values:
+            crop = crop * torch.randint(0, 256, crop.shape, generator=g, dtype=torch.uint8)
+        crops.append(crop.flatten())
+        rows.append([0, x0, y0, cw, ch, h, w, oh, ow])
+    # place the crops in a random order, with a few bytes of junk between them
+    data, end = [], 0
+    for i in torch.randperm(n, generator=g).tolist():
+        junk = torch.randint(0, 2, (randint(0, 3),), generator=g, dtype=torch.uint8)
+        data += [junk, crops[i]]
+        rows[i][0] = end + junk.numel()
+        end += junk.numel() + crops[i].numel()
+    data = torch.cat(data) if data else torch.zeros(0, dtype=torch.uint8)
+    return data, torch.tensor(rows, dtype=torch.int64).reshape(n, 9)
+
+
+def dense_masks(data, instances, resized=True):
+    """The dense equivalent of packed masks, one uint8 [H', W'] (or [H, W] when not ``resized``)
+    per instance: the crop placed in its source frame, resized with torch's nearest rule as
+    torchvision's transform resizes masks."""
+    out = []
+    data = data.cpu().to(torch.uint8)
+    for off, x0, y0, cw, ch, h, w, oh, ow in instances.cpu().tolist():
+        m = torch.zeros(h, w, dtype=torch.uint8)
+        m[y0:y0 + ch, x0:x0 + cw] = data[off:off + cw * ch].reshape(ch, cw)
+        if resized:
+            if min(h, w, oh, ow) == 0:
+                m = torch.zeros(oh, ow, dtype=torch.uint8)
+            else:
+                m = torch.nn.functional.interpolate(m[None, None].float(), size=(oh, ow), mode="nearest")[0, 0]
+                m = m.to(torch.uint8)  # exact: values 0..255
+        out.append(m)
+    return out
+
+
+def packed_boxes(instances, instance_index):
+    """Boxes of every kind (boxes_of_every_kind) in the resized frame of each box's instance."""
+    rows = instances[instance_index].cpu()
+    out = torch.zeros(rows.shape[0], 4)
+    for k, (oh, ow) in enumerate(rows[:, 7:].tolist()):
+        out[k] = boxes_of_every_kind(7, max(oh, 1), max(ow, 1))[k % 7]
+    return out
+
+
+def dense_mask_targets(data, instances, boxes, instance_index, m):
+    """The oracle of packed_mask_targets: our mask_targets on the dense resized masks, each
+    instance its own image."""
+    dense = [d[None].to(boxes.device) for d in dense_masks(data, instances)]
+    zeros = torch.zeros_like(instance_index)
+    if not dense:
+        dense = [torch.zeros(1, 0, 0, dtype=torch.uint8, device=boxes.device)]
+    return torch.ops.maskrcnn_fast.mask_targets(dense, boxes, instance_index, zeros, m)

@@ -16,6 +16,7 @@ from .paste_masks import paste_masks, paste_masks_batched
 from .rpn_proposals import rpn_proposals
 from .detection_postprocess import detection_postprocess
 from .mask_targets import mask_targets
+from .packed_mask_targets import packed_mask_targets
 from .box_iou import box_iou
 from .match_boxes import match_boxes
 
@@ -38,6 +39,7 @@ __all__ = [
     "rpn_proposals",
     "detection_postprocess",
     "mask_targets",
+    "packed_mask_targets",
     "box_iou",
     "match_boxes",
 ]
