@@ -10,7 +10,7 @@ endif
 BENCH_OUT ?= benchmarks/out
 DIST ?= dist
 
-.PHONY: all build test bench demo fuzz sanitize clean wheel sdist gpu-env-check gpu-rehearsal
+.PHONY: all build test bench demo fuzz sanitize clean wheel sdist gpu-env-check gpu-rehearsal gpu-env-rehearsal
 
 all: test
 
@@ -97,6 +97,12 @@ gpu-env-check:
 # STEP lines, exit status); GPU_REHEARSAL_ARGS=--sanitize etc. picks the call to rehearse.
 gpu-rehearsal: build
 	PYTHON=$(PY) bash scripts/gpu_check.sh --rehearse $(GPU_REHEARSAL_ARGS)
+
+# The same rehearsal in the GPU machine's environment: gpu-env-check's venv (Python 3.12, torch
+# 2.11.0, no pycocotools), a copy of the tree built there with the CPU and emulated kernels
+# (build/gpu-env/rehearse-tree; the first build 20-40 minutes on 2 busy cores, then a relink).
+gpu-env-rehearsal:
+	bash scripts/gpu_env_check.sh --rehearse $(GPU_REHEARSAL_ARGS)
 
 clean:
 	rm -rf build maskrcnn_fast/*.so maskrcnn_fast/_build_config.py $(BENCH_OUT) $(DIST) *.egg-info

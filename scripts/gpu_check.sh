@@ -10,30 +10,40 @@
 #
 # Budget. A command there runs at most 10 minutes, so the timeouts of the steps one call runs
 # must add up to at most 540 s: the script refuses a combination that does not, before it
-# builds. The default call takes about 6-7 minutes on an H100/H200.
+# builds. The budgets come from the rehearsal's times here (docs/testing.md, "Budgets"): the
+# CPU-bound seconds scaled by 0.5 (a free core there against a shared one here), plus a CUDA
+# context per process, with what margin 540 s leaves; a step cut by its budget keeps what it
+# finished (the build alone ends the call: it has the widest margin).
 #
 #   step                 timeout  what
-#   build                  160 s  nvcc for this GPU's architecture only, MAX_JOBS=nproc (12 .cu
+#   build                  120 s  nvcc for this GPU's architecture only, MAX_JOBS=nproc (12 .cu
 #                                 files, compiled in parallel); skipped when the sources, torch
 #                                 and architecture are those of the last build here (a second
-#                                 call on a warm machine)
-#   tests                  200 s  pytest -m cuda: every case that uses CUDA (749 with the fuzz
+#                                 call on a warm machine, or after --collect-only)
+#   tests                  140 s  pytest -m cuda: every case that uses CUDA (749 with the fuzz
 #                                 suite's; tests/conftest.py marks them), in groups (below)
-#   bench-ops               70 s  the op benchmarks (81), MF_BENCH_BUDGET=0.2 s each
-#   bench-model            110 s  the model and training-iteration benchmarks (42)
+#   user-paths             110 s  tests/test_gpu_user_paths.py: train (with and without --amp),
+#                                 eval, predict, export pt2 and its package, CUDA-graph capture
+#                                 of optimize_for_inference's model, the NCCL set-up; each
+#                                 against the CPU, in one process
+#   bench-ops               90 s  the op benchmarks (81), MF_BENCH_BUDGET=0.2 s each
+#   bench-model             80 s  the model and training-iteration benchmarks (42)
 #                          -----
 #   default                540 s
 #
 #   --sanitize: the build, then compute-sanitizer on scripts/sanitize_cases.py, nothing else
-#   sanitize-memcheck      110 s  (the tests and benchmarks are the default call's; 400 s)
+#   sanitize-memcheck      110 s  (the tests and benchmarks are the default call's; 360 s)
 #   sanitize-racecheck     130 s
 #   --wheel, with --no-bench or --no-tests:
 #   wheel                  120 s  link a wheel from the build's objects, install it into a fresh
 #                                 venv that sees this torch, run an op on the GPU
 #
-# A GPU session (15 minutes of machine time) is two calls on the same warm machine:
-#   bash scripts/gpu_check.sh                    # build, CUDA tests, CUDA benchmarks and table
-#   bash scripts/gpu_check.sh --sanitize         # build skipped: memcheck and racecheck
+# A GPU session (15 minutes of machine time) is two calls on the same warm machine, each ending
+# with its $OUT in one archive (8 files at most come back from a call):
+#   OUT=/tmp/gc bash scripts/gpu_check.sh; tar -czf "$OUT/gpu_check.tgz" -C /tmp/gc .
+#   OUT=/tmp/gs bash scripts/gpu_check.sh --sanitize; tar -czf "$OUT/sanitize.tgz" -C /tmp/gs .
+# (the second $OUT on each line is the device tool's; the build is skipped in the second call)
+# (docs/testing.md, "One GPU session", has the exact commands.)
 # Other uses:
 #   bash scripts/gpu_check.sh --wheel --no-bench
 #   bash scripts/gpu_check.sh --no-tests         # benchmarks only
@@ -84,11 +94,12 @@ export MASKRCNN_FAST_CUDA=1
 export MASKRCNN_FAST_EMU=0  # the emulated-CUDA extension is for machines without a GPU
 export PYTHONUNBUFFERED=1
 
-T_BUILD=${GPU_CHECK_BUILD_TIMEOUT:-160}  # the dry run's slow CPU build sets its own
+T_BUILD=${GPU_CHECK_BUILD_TIMEOUT:-120}  # the dry run's slow CPU build sets its own
 # The others may be set too (GPU_CHECK_TESTS_TIMEOUT=...), within the same limit: the tests of
 # this script plant timeouts with them.
-T_TESTS=${GPU_CHECK_TESTS_TIMEOUT:-200} T_BENCH_OPS=${GPU_CHECK_BENCH_OPS_TIMEOUT:-70}
-T_BENCH_MODEL=${GPU_CHECK_BENCH_MODEL_TIMEOUT:-110} T_MEMCHECK=110 T_RACECHECK=130 T_WHEEL=120
+T_TESTS=${GPU_CHECK_TESTS_TIMEOUT:-140} T_BENCH_OPS=${GPU_CHECK_BENCH_OPS_TIMEOUT:-90}
+T_BENCH_MODEL=${GPU_CHECK_BENCH_MODEL_TIMEOUT:-80} T_USER=${GPU_CHECK_USER_PATHS_TIMEOUT:-110}
+T_MEMCHECK=110 T_RACECHECK=130 T_WHEEL=120
 LIMIT=540
 
 # The CUDA tests in groups, each its own pytest process, in order of value: a sticky CUDA error
@@ -102,20 +113,24 @@ TEST_GROUPS=(
   "fuzz|tests/fuzz"
   "rest|"
 )
+USER_PATHS_FILE=tests/test_gpu_user_paths.py  # the user-paths step's, not a group's
 
-SANITIZE=0; WHEEL=0; BENCH=1; TESTS=1; COLLECT=0; REHEARSE=0; ONLY_GROUPS=""
+SANITIZE=0; WHEEL=0; BENCH=1; TESTS=1; USER_PATHS=1; WANT_USER_PATHS=0; COLLECT=0; REHEARSE=0; ONLY_GROUPS=""
 for arg in "$@"; do
   case "$arg" in
-    --sanitize) SANITIZE=1; BENCH=0; TESTS=0 ;;
+    --sanitize) SANITIZE=1; BENCH=0; TESTS=0; USER_PATHS=0 ;;
     --wheel) WHEEL=1 ;;
     --no-bench) BENCH=0 ;;
     --no-tests) TESTS=0 ;;
+    --no-user-paths) USER_PATHS=0 ;;
+    --user-paths) WANT_USER_PATHS=1 ;;
     --collect-only) COLLECT=1 ;;
     --rehearse) REHEARSE=1 ;;
     --groups=*) ONLY_GROUPS=",${arg#--groups=}," ;;
-    *) echo "unknown option $arg (--sanitize, --wheel, --no-bench, --no-tests, --collect-only, --rehearse, --groups=a,b)"; exit 2 ;;
+    *) echo "unknown option $arg (--sanitize, --wheel, --no-bench, --no-tests, --no-user-paths, --user-paths, --collect-only, --rehearse, --groups=a,b)"; exit 2 ;;
   esac
 done
+[ "$WANT_USER_PATHS" = 1 ] && USER_PATHS=1  # --user-paths: with --sanitize, which leaves it out otherwise
 [ "$COLLECT" = 1 ] && [ "$REHEARSE" = 1 ] && { echo "--collect-only and --rehearse: choose one"; exit 2; }
 for name in $(echo "$ONLY_GROUPS" | tr , ' '); do
   printf '%s\n' "${TEST_GROUPS[@]}" | grep -q "^$name|" \
@@ -132,6 +147,7 @@ fi
 
 total=$T_BUILD
 [ "$TESTS" = 1 ] && total=$((total + T_TESTS))
+[ "$USER_PATHS" = 1 ] && total=$((total + T_USER))
 [ "$BENCH" = 1 ] && total=$((total + T_BENCH_OPS + T_BENCH_MODEL))
 [ "$SANITIZE" = 1 ] && total=$((total + T_MEMCHECK + T_RACECHECK))
 [ "$WHEEL" = 1 ] && total=$((total + T_WHEEL))
@@ -222,6 +238,7 @@ if [ "$TESTS" = 1 ]; then
   for g in "${TEST_GROUPS[@]}"; do
     for f in ${g#*|}; do ignores+=("--ignore=$f"); done
   done
+  ignores+=("--ignore=$USER_PATHS_FILE")  # its own step
   for g in "${TEST_GROUPS[@]}"; do
     name=${g%%|*} files=(${g#*|})
     [ -z "$ONLY_GROUPS" ] || [[ "$ONLY_GROUPS" == *",$name,"* ]] || continue
@@ -287,6 +304,34 @@ if [ "$TESTS" = 1 ]; then
   fi
   [ "${#bad[@]}" = 0 ] || total_line="$total_line; $(printf '%s; ' "${bad[@]}" | sed 's/; $//')"
   report tests "$worst" $((SECONDS - t0)) "$T_TESTS" - "$total_line"
+fi
+
+if [ "$USER_PATHS" = 1 ]; then
+  # The user's CUDA paths (train with and without --amp, eval, predict, export pt2 and its package,
+  # capture of optimize_for_inference's model, the NCCL set-up), each against the CPU: one pytest
+  # process. The rehearsal runs every case's twin on the emulated kernels, not 3.
+  step "user paths on CUDA ($USER_PATHS_FILE)"
+  limit=$T_USER
+  # The twins emulate the CUDA kernels with a thread per CUDA thread and run the CPU oracle beside
+  # them on 2 busy cores: the rehearsal gives this step MF_REHEARSE_USER_FACTOR (3) times its
+  # budget; the plan above is checked with the GPU's.
+  [ "$REHEARSE" = 1 ] && limit=$((T_USER * ${MF_REHEARSE_USER_FACTOR:-3}))
+  log="$OUT/user_paths.log"
+  : > "$log"
+  rm -f "$OUT/user_paths.jsonl"
+  t0=$SECONDS
+  up=(-m pytest "$USER_PATHS_FILE" -q -m cuda -p no:cacheprovider -rs)
+  if [ "$COLLECT" = 1 ]; then
+    timed "$limit" "$log" $PY "${up[@]}" --collect-only
+    rc=$?; summary=$(pytest_line "$log")
+  else
+    MF_REHEARSE_PER_FILE=${MF_REHEARSE_PER_FILE:+100} MF_GROUP=user-paths MF_RESULTS="$OUT/user_paths.jsonl" \
+      timed "$limit" "$log" $PY "${up[@]}" -p gpu_check_plugin
+    rc=$?
+    summary=$($PY scripts/gpu_check_plugin.py summary "$OUT/user_paths.jsonl" user-paths)
+  fi
+  grep -E "^(FAILED|ERROR|SKIPPED)" "$log" | head -10
+  report user-paths "$rc" $((SECONDS - t0)) "$limit" "$log" "$summary"
 fi
 
 if [ "$SANITIZE" = 1 ]; then

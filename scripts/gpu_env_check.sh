@@ -3,6 +3,7 @@
 # GPU, so that a lent GPU machine's few minutes are not lost to a build or collection error.
 #
 #   bash scripts/gpu_env_check.sh [--run-tests]        # make gpu-env-check [GPU_ENV_ARGS=...]
+#   bash scripts/gpu_env_check.sh --rehearse [ARGS]    # make gpu-env-rehearsal [GPU_REHEARSAL_ARGS=...]
 #
 # 1. A scratch venv, build/gpu-env/venv: Python 3.12 when there is one (GPU_ENV_PYTHON picks
 #    another), scripts/gpu_env_requirements.txt (torch 2.11.0 for CUDA 13.0, torchvision
@@ -16,6 +17,12 @@
 #    made from this venv and run on the CPU; then scripts/sanitize_cases.py on the CPU kernels.
 # 4. Every test and every benchmark collected: any collection error fails the run.
 # --run-tests: then the whole CPU test suite in that venv (long on 2 cores).
+# --rehearse: instead of 3 and 4, scripts/gpu_check.sh --rehearse (options after --rehearse are
+#    passed on) in that venv, in its own copy of the tree, build/gpu-env/rehearse-tree: the GPU
+#    tree's build has no emulated CUDA kernels (MASKRCNN_FAST_EMU=0, as on the GPU machine), so
+#    this copy is built with the CPU and the emulated kernels (MASKRCNN_FAST_CUDA=0
+#    MASKRCNN_FAST_EMU=1, no nvcc) against the venv's torch; its build/ is kept, so a later run
+#    relinks only. Output in build/gpu-env/out/rehearse (the rehearsal's $OUT) and rehearse.log.
 #
 # The first CUDA build takes 15-30 minutes on a busy 2-core machine (MAX_JOBS=1, nice 19).
 # Exit status 0 when everything passed; the last lines say what ran.
@@ -24,11 +31,13 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BASE=${GPU_ENV_DIR:-build/gpu-env}
 VENV=$ROOT/$BASE/venv TREE=$ROOT/$BASE/tree OUT=$ROOT/$BASE/out
-RUN_TESTS=0
+RUN_TESTS=0 REHEARSE=0 REHEARSE_ARGS=()
 for arg in "$@"; do
+  if [ "$REHEARSE" = 1 ]; then REHEARSE_ARGS+=("$arg"); continue; fi
   case "$arg" in
     --run-tests) RUN_TESTS=1 ;;
-    *) echo "unknown option $arg (--run-tests)"; exit 2 ;;
+    --rehearse) REHEARSE=1 TREE=$ROOT/$BASE/rehearse-tree ;;
+    *) echo "unknown option $arg (--run-tests, --rehearse [gpu_check.sh's options])"; exit 2 ;;
   esac
 done
 mkdir -p "$BASE" "$OUT"
@@ -63,8 +72,25 @@ find "$TREE" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 git ls-files -z -co --exclude-standard | grep -zv '^\.venv$' | tar --null -T - -cf - | tar -xf - -C "$TREE" \
   || fail "copying the tree"
 
-# ---- 3. the GPU check's steps, collect-only
 cd "$TREE"
+if [ "$REHEARSE" = 1 ]; then
+  # ---- 3'. the rehearsal: the CPU and emulated kernels built here, then every step run
+  echo "=== build: CPU and emulated CUDA kernels against $("$PY" -c 'import torch; print("torch", torch.__version__)')"
+  t0=$SECONDS
+  MASKRCNN_FAST_CUDA=0 MASKRCNN_FAST_EMU=1 MAX_JOBS=${MAX_JOBS:-1} nice -n 19 "$PY" setup.py build_ext --inplace \
+    > "$OUT/rehearse_build.log" 2>&1 || { tail -30 "$OUT/rehearse_build.log"; fail "the rehearsal's build"; }
+  echo "built in $((SECONDS - t0)) s ($(grep -cE '^\[[0-9]+/[0-9]+\]' "$OUT/rehearse_build.log") compile steps)"
+  t0=$SECONDS
+  PYTHON=$PY OUT=$OUT/rehearse nice -n 19 bash scripts/gpu_check.sh --rehearse "${REHEARSE_ARGS[@]}" 2>&1 \
+    | tee "$OUT/rehearse.log"
+  rc=${PIPESTATUS[0]}
+  echo
+  echo "=== GPU environment rehearsal ($("$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)'), no pycocotools)"
+  echo "  gpu_check.sh --rehearse ${REHEARSE_ARGS[*]}: rc $rc, $((SECONDS - t0)) s; logs in $OUT/rehearse"
+  exit $rc
+fi
+
+# ---- 3. the GPU check's steps, collect-only
 export MAX_JOBS=${MAX_JOBS:-1} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 results=()
 PYTHON=$PY OUT=$OUT GPU_CHECK_BUILD_TIMEOUT=${GPU_CHECK_BUILD_TIMEOUT:-3600} \

@@ -161,7 +161,7 @@ def test_overlay_venv_sees_this_torch(tmp_path):
 def _rehearse(tmp_path, *args, **env):
     # One case per file: the plumbing (groups, processes, results, budgets) is what is tested.
     env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, MF_REHEARSE_PER_FILE="1", **env)
-    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--rehearse", "--no-bench", *args], cwd=ROOT,
+    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--rehearse", "--no-bench", "--no-user-paths", *args], cwd=ROOT,
                        capture_output=True, text=True, timeout=600, env=env)
     results = [json.loads(line) for line in (tmp_path / "tests.jsonl").read_text().splitlines()]
     groups = {line.split(":")[0].split()[1]: line for line in p.stdout.splitlines() if line.startswith("  group ")}
@@ -237,3 +237,18 @@ def test_gpu_check_refuses_a_rehearsal_or_budgets_over_one_call(tmp_path):
     p = subprocess.run(["bash", "scripts/gpu_check.sh", "--groups=parity,nonesuch"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60, env=env)
     assert p.returncode == 2 and "no test group nonesuch" in p.stdout, p.stdout
+
+
+def test_rehearsal_runs_the_user_paths_step_and_a_sticky_error_fails_it(tmp_path):
+    # The user-paths step alone: its own process, results in user_paths.jsonl, one STEP line; a
+    # sticky CUDA error planted in its first case stops it there.
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable, MF_PLANT_FAULT="sticky:user-paths")
+    p = subprocess.run(["bash", "scripts/gpu_check.sh", "--rehearse", "--no-tests", "--no-bench"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 1, p.stdout + p.stderr
+    step = [line for line in p.stdout.splitlines() if line.startswith("STEP user-paths:")]
+    assert len(step) == 1 and "0 passed, 1 failed" in step[0], p.stdout
+    assert "sticky CUDA error in tests/test_gpu_user_paths.py::test_train[emu-fp32]" in step[0], step
+    results = [json.loads(line) for line in (tmp_path / "user_paths.jsonl").read_text().splitlines()]
+    assert {r["group"] for r in results} == {"user-paths"}
+    assert _outcomes(results, "user-paths") == ["failed"]

@@ -14,7 +14,7 @@ from torchvision import ops as tvops
 import maskrcnn_fast  # noqa: F401
 from maskrcnn_fast import ops
 from maskrcnn_fast.ops import RoIAlign, reference, roi_align
-from support.ops import LOW_DTYPES, QDTYPES, assert_same_under_autocast, autocast, quantize, random_rois
+from support.ops import LOW_DTYPES, QDTYPES, assert_same_under_autocast, autocast, fma_tol, quantize, random_rois
 
 OPS = torch.ops.maskrcnn_fast
 
@@ -35,11 +35,14 @@ def make_case(layout, dtype, device, scale, n=2, height=13, width=17):
     return x, random_rois(k, n, height, width, scale, dtype, device)
 
 
-def assert_same_as_torchvision(ours, theirs, device):
-    if device == "cpu":  # same operation order, no FMA: bitwise
-        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
-    else:
-        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+def assert_same_as_torchvision(ours, theirs, device, inputs, size=None, terms=1):
+    """Bitwise on the CPU; on CUDA within support.ops.fma_tol: torchvision's kernel is compiled
+    with FMA contraction, ours without. ``inputs``: the map (forward) or the output's gradient
+    (backward, with ``terms`` ROIs adding into one pixel); ``size``: the map's longest side
+    (default: the inputs' last two dimensions)."""
+    size = max(inputs.shape[-2:]) if size is None else size
+    values = inputs.detach().abs().max().item() if inputs.numel() else 0.0
+    torch.testing.assert_close(ours, theirs, **fma_tol(device, ours.dtype, values, size, terms))
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -52,10 +55,10 @@ def test_forward_matches_torchvision_and_reference(device, seed, layout, spatial
         x, rois = make_case(layout, torch.float32, device, spatial_scale)
         out = roi_align(x, rois, *args)
         assert out.shape == (rois.size(0), x.size(1)) + output_size
-        assert_same_as_torchvision(out, torchvision.ops.roi_align(x, rois, *args), device)
+        assert_same_as_torchvision(out, torchvision.ops.roi_align(x, rois, *args), device, x)
         x64, rois64 = x.double(), rois.double()
         out64 = roi_align(x64, rois64, *args)
-        assert_same_as_torchvision(out64, torchvision.ops.roi_align(x64, rois64, *args), device)
+        assert_same_as_torchvision(out64, torchvision.ops.roi_align(x64, rois64, *args), device, x64)
         if output_size == (2, 3):  # the oracle itself; ours is already torchvision's, bitwise
             torch.testing.assert_close(out64, reference.roi_align(x64, rois64, *args), rtol=1e-12, atol=1e-12)
 
@@ -71,7 +74,7 @@ def test_backward_matches_torchvision(device, seed, layout, sampling_ratio, alig
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, x, grad)[0]
     theirs = torch.autograd.grad(torchvision.ops.roi_align(x, rois, *args), x, grad)[0]
-    assert_same_as_torchvision(ours, theirs, device)
+    assert_same_as_torchvision(ours, theirs, device, grad, size=max(x.shape[-2:]), terms=len(rois))
     x64 = x.detach().double().requires_grad_(True)
     g64 = grad.double()
     ours64 = torch.autograd.grad(roi_align(x64, rois.double(), *args), x64, g64)[0]
@@ -104,7 +107,7 @@ def test_boxes_as_list(device, seed):
     x = torch.randn(3, 4, 10, 12, device=device)
     boxes = [random_rois(k, 1, 10, 12, 0.5, device=device)[:, 1:] for k in (3, 0, 5)]
     out = roi_align(x, boxes, 5, 0.5, 2)
-    assert_same_as_torchvision(out, torchvision.ops.roi_align(x, boxes, 5, 0.5, 2), device)
+    assert_same_as_torchvision(out, torchvision.ops.roi_align(x, boxes, 5, 0.5, 2), device, x)
     assert out.shape == (8, 4, 5, 5)
     expected = reference.roi_align(x.double(), [b.double() for b in boxes], 5, 0.5, 2)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
@@ -136,15 +139,14 @@ def test_channels_last_output_and_noncontiguous(device, seed):
     rois = random_rois(9, 2, 13, 17, 0.5, device=device)
     expected = torchvision.ops.roi_align(x.transpose(2, 3).contiguous(), rois, 4, 0.5, 2)
     out = roi_align(x.transpose(2, 3), rois, 4, 0.5, 2)  # non-contiguous view
-    assert_same_as_torchvision(out, expected, device)
+    assert_same_as_torchvision(out, expected, device, x)
     xcl = x.transpose(2, 3).contiguous(memory_format=torch.channels_last)
     out_cl = roi_align(xcl, rois, 4, 0.5, 2)
     assert out_cl.is_contiguous(memory_format=torch.channels_last)
-    assert_same_as_torchvision(out_cl, expected, device)
+    assert_same_as_torchvision(out_cl, expected, device, x)
     sliced = torch.randn(2, 40, 13, 17, device=device)[:, ::2]
-    assert_same_as_torchvision(
-        roi_align(sliced, rois, 4, 0.5, 2), torchvision.ops.roi_align(sliced.contiguous(), rois, 4, 0.5, 2), device
-    )
+    assert_same_as_torchvision(roi_align(sliced, rois, 4, 0.5, 2),
+                               torchvision.ops.roi_align(sliced.contiguous(), rois, 4, 0.5, 2), device, sliced)
 
 
 @pytest.mark.parametrize("channels", [3, 20])
@@ -169,14 +171,14 @@ def test_edge_boxes(device, seed, channels):
         for sr in (-1, 0, 2):
             args = ((3, 2), 1.0, sr, aligned)
             out = roi_align(x, rois, *args)
-            assert_same_as_torchvision(out, torchvision.ops.roi_align(x, rois, *args), device)
+            assert_same_as_torchvision(out, torchvision.ops.roi_align(x, rois, *args), device, x)
             torch.testing.assert_close(out, reference.roi_align(x, rois, *args), rtol=1e-12, atol=1e-12)
             assert out[5].abs().sum() == 0 and out[6].abs().sum() == 0
             xg = x.clone().requires_grad_(True)
             grad = torch.randn_like(out)
             ours = torch.autograd.grad(roi_align(xg, rois, *args), xg, grad)[0]
             theirs = torch.autograd.grad(torchvision.ops.roi_align(xg, rois, *args), xg, grad)[0]
-            assert_same_as_torchvision(ours, theirs, device)
+            assert_same_as_torchvision(ours, theirs, device, grad, size=max(x.shape[-2:]), terms=len(rois))
 
 
 def test_no_boxes_and_one_box(device):
@@ -186,7 +188,7 @@ def test_no_boxes_and_one_box(device):
     out.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
     one = torch.tensor([[1, 0.5, 1.0, 4.5, 5.0]], device=device)
-    assert_same_as_torchvision(roi_align(x, one, 2), torchvision.ops.roi_align(x, one, 2), device)
+    assert_same_as_torchvision(roi_align(x, one, 2), torchvision.ops.roi_align(x, one, 2), device, x)
     empty_map = torch.randn(1, 4, 0, 5, device=device)
     assert torch.equal(roi_align(empty_map, one[:, :] * 0, 2), torch.zeros(1, 4, 2, 2, device=device))
 
@@ -196,7 +198,7 @@ def test_large_adaptive_bins(device, seed):
     x = torch.randn(1, 2, 140, 140, dtype=torch.float64, device=device)
     rois = torch.tensor([[0, 3.3, 2.1, 133.3, 132.9]], dtype=torch.float64, device=device)
     args = (2, 1.0, -1, False)
-    assert_same_as_torchvision(roi_align(x, rois, *args), torchvision.ops.roi_align(x, rois, *args), device)
+    assert_same_as_torchvision(roi_align(x, rois, *args), torchvision.ops.roi_align(x, rois, *args), device, x)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e300])
@@ -283,7 +285,7 @@ def test_module(device, seed):
     assert repr(m) == repr(tv)
     x = torch.randn(2, 3, 10, 10, device=device)
     rois = random_rois(6, 2, 10, 10, 0.5, device=device)
-    assert_same_as_torchvision(m(x, rois), tv(x, rois), device)
+    assert_same_as_torchvision(m(x, rois), tv(x, rois), device, x)
 
 
 def test_reference_invalid_rois_give_zeros():

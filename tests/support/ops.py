@@ -77,6 +77,31 @@ def ulps(dtype) -> float:
     return torch.finfo(dtype).eps
 
 
+def fma_tol(device, dtype, values, size, terms=1, narrow=None):
+    """The tolerance of our roi_align-family result (roi_align, multilevel_roi_align, their
+    backward) against torchvision's on the same device; tests/test_roi_align.py applies it.
+
+    CPU: bitwise (rtol = atol = 0): the same operations in the same order, and gcc for x86-64
+    without -mfma contracts nothing. CUDA: torchvision's kernels are compiled with nvcc's
+    default --fmad=true, ours with --fmad=false (the CPU's arithmetic, setup.py), so nvcc may
+    turn torchvision's a * b + c into one FMA, which skips a rounding:
+    - a bilinear sample w1 v1 + w2 v2 + w3 v3 + w4 v4: up to 3 roundings of half an ulp of
+      ``values`` (the inputs' largest magnitude): 2 ulps;
+    - a sample's coordinate y1 + ph * bin + (iy + 0.5) * bin / grid: one ulp of the coordinate
+      (at most ``size``, the map's longest side in pixels), which moves the sample along a slope
+      of at most 2 ``values`` per pixel: 2 ulps of ``values`` * ``size``;
+    - the average over a bin keeps the bound; a gradient adds ``terms`` contributions (ROIs
+      over one pixel, in the atomics' order on both sides), each within the same bound.
+    Hence atol = 4 * eps(dtype) * values * (1 + size) * terms, rtol = 0. ``narrow``
+    (float16 / bfloat16 results computed in float32): a float32 difference across that
+    dtype's rounding boundary is one ulp of it, rtol = eps(narrow)."""
+    if device == "cpu":
+        return dict(rtol=0, atol=0)
+    eps = torch.finfo(torch.float32 if narrow is not None else dtype).eps
+    atol = 4 * eps * float(values) * (1 + float(size)) * terms
+    return dict(rtol=torch.finfo(narrow).eps if narrow is not None else 0, atol=atol)
+
+
 def assert_same_under_autocast(ours, theirs, device, dtype):
     """torchvision registers autocast kernels for roi_align and nms that cast float16 / bfloat16
     to float32 (roi_align's result back to the input's dtype). Our kernels compute float16 /
