@@ -33,8 +33,9 @@ import cpu_features  # noqa: E402
 __all__ = ["load", "table", "load_dense", "dense_table", "main"]
 
 IMPLS = ["fused", "torch", "torchvision"]
-# the deployment benchmark's (bench_deploy.py): columns only when a group has them
-DEPLOY = [("pt2", "tv/pt2"), ("onnxruntime", "tv/ort")]
+# the deployment benchmark's (bench_deploy.py) and accelerate_torchvision(exact=False)
+# (bench_torchvision_models.py): columns only when a group has them
+DEPLOY = [("pt2", "tv/pt2"), ("onnxruntime", "tv/ort"), ("rounding", "tv/rounding")]
 
 
 def _records(path):

@@ -1,4 +1,5 @@
-"""Our kernels behind torchvision's own registered ops, for every caller (issue 20, op level).
+"""Our kernels behind torchvision's own registered ops, for every caller, and our fused ops behind
+torchvision's Python-level detection paths (issue 20).
 
     import maskrcnn_fast
     maskrcnn_fast.accelerate_torchvision()        # torchvision.ops.nms / roi_align now run ours
@@ -12,6 +13,11 @@ The CPU (and, with our CUDA kernels and a GPU, CUDA) kernels of ``torchvision::n
 dispatcher, so names bound before the call, ``torch.ops.torchvision.*`` and TorchScript all
 reach them; torchvision's autograd, autocast, Meta and quantized kernels stay. Calls our ops
 cannot take as torchvision does run torchvision's own kernel (see docs/accelerate.md).
+
+The same call replaces torchvision's detection code (batched_nms, box_iou, AnchorGenerator,
+MultiScaleRoIAlign, the mask targets; with ``exact=False`` also the box decoding, the RPN's
+proposals, the box head's postprocess and mask pasting) for models built before or after it
+(``torchvision_models``).
 
 The room sits above ops and models and below cli; it imports only public names below it.
 """

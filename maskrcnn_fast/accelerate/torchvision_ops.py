@@ -20,6 +20,8 @@ from collections import Counter
 
 import torch
 
+from . import torchvision_models
+
 __all__ = [
     "accelerate_torchvision",
     "restore_torchvision",
@@ -55,8 +57,10 @@ _calls = Counter()  # op -> calls our kernels took; "op:torchvision" -> calls ha
 def kernel_calls():
     """Counts since the process started (never reset): ``{"nms": n, ...}`` for the calls our
     kernels took, ``{"nms:torchvision": m, ...}`` for the calls handed to torchvision's kernels
-    while accelerated. Differences between two readings say which kernel ran."""
-    return dict(_calls)
+    while accelerated, and the same for the Python-level detection paths (``"batched_nms"``,
+    ``"box_iou"``, ``"grid_anchors"``, ``"multiscale_roi_align"``, ``"mask_targets"``, ...).
+    Differences between two readings say which kernel ran."""
+    return {**_calls, **torchvision_models.model_calls()}
 
 
 def is_accelerated() -> bool:
@@ -176,7 +180,7 @@ def _dispatch_keys():
     return tuple(keys)
 
 
-def accelerate_torchvision():
+def accelerate_torchvision(exact: bool = True):
     """Makes our kernels the CPU (and CUDA) kernels of ``torchvision::nms``,
     ``torchvision::roi_align`` and ``torchvision::_roi_align_backward``.
 
@@ -185,11 +189,19 @@ def accelerate_torchvision():
     and TorchScript. Autograd and autocast stay torchvision's. Idempotent; undone by
     :func:`restore_torchvision`. Returns the dispatch keys replaced, e.g. ``("CPU",)``.
 
+    It also replaces torchvision's Python-level detection paths (batched_nms, box_iou,
+    AnchorGenerator, MultiScaleRoIAlign, the mask targets; with ``exact=False`` also BoxCoder
+    decoding, paste_masks_in_image, RoIHeads.postprocess_detections and the RPN's proposals) by
+    our fused ops, for models built before or after the call (``torchvision_models.py``).
+    ``exact=True`` keeps only the replacements whose float32 / float64 results are torchvision's
+    bit for bit; ``exact=False`` adds fused ops that round differently (docs/accelerate.md).
+
     Raises RuntimeError when our compiled extension is not loaded (the pure-PyTorch fallback
     would be slower than torchvision) or torchvision's compiled ops are missing.
     """
     global _library, _keys
     if _library is not None:
+        torchvision_models.patch(exact, tuple(k.lower() for k in _keys))
         return _keys
     import maskrcnn_fast
     import torchvision  # noqa: F401  registers torchvision::* (and its autograd, autocast)
@@ -213,6 +225,11 @@ def accelerate_torchvision():
     except BaseException:
         lib._destroy()
         raise
+    try:
+        torchvision_models.patch(exact, tuple(k.lower() for k in keys))
+    except BaseException:
+        lib._destroy()
+        raise
     _library, _keys = lib, keys
     return keys
 
@@ -223,18 +240,21 @@ def restore_torchvision():
     if _library is None:
         return
     lib, _library, _keys = _library, None, ()
+    torchvision_models.unpatch()
     lib._destroy()
     _originals.clear()
     _accepted.clear()
 
 
 @contextlib.contextmanager
-def torchvision_accelerated():
+def torchvision_accelerated(exact: bool = True):
     """``with torchvision_accelerated(): ...`` runs the block with :func:`accelerate_torchvision`
     in force and restores torchvision's kernels on exit, also on an exception. Already
-    accelerated on entry: it stays accelerated on exit (nesting is safe)."""
+    accelerated on entry: it stays accelerated on exit, in the mode (``exact``) already in force
+    (nesting is safe)."""
     was = is_accelerated()
-    accelerate_torchvision()
+    if not was:
+        accelerate_torchvision(exact)
     try:
         yield
     finally:
