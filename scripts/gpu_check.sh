@@ -27,7 +27,8 @@
 #                                 of optimize_for_inference's model, the NCCL set-up; each
 #                                 against the CPU, in one process
 #   bench-ops               90 s  the op benchmarks (81), MF_BENCH_BUDGET=0.2 s each
-#   bench-model             80 s  the model and training-iteration benchmarks (42)
+#   bench-model             80 s  the model and training-iteration benchmarks (42), then torchvision's
+#                                 models with accelerate_torchvision on/off (4 of them, MF_BENCH_MODELS)
 #                          -----
 #   default                540 s
 #
@@ -106,7 +107,7 @@ LIMIT=540
 # or a crash ends its group only. "rest" is every other test file, so no CUDA case is left out.
 TEST_GROUPS=(
   "parity|tests/test_cuda_matches_cpu.py"
-  "ops-roi|tests/test_roi_align.py tests/test_multilevel_roi_align.py tests/test_paste_masks.py tests/test_mask_targets.py"
+  "ops-roi|tests/test_roi_align.py tests/test_multilevel_roi_align.py tests/test_paste_masks.py tests/test_mask_targets.py tests/test_packed_mask_targets.py"
   "ops-box|tests/test_nms.py tests/test_box_iou.py tests/test_match_boxes.py tests/test_box_coder.py tests/test_rpn_proposals.py tests/test_anchors.py tests/test_detection_postprocess.py"
   "model|tests/test_model.py tests/test_dropin.py"
   "graphs-train|tests/test_compile.py tests/test_engine.py tests/test_backbone_training.py"
@@ -325,6 +326,7 @@ if [ "$USER_PATHS" = 1 ]; then
     timed "$limit" "$log" $PY "${up[@]}" --collect-only
     rc=$?; summary=$(pytest_line "$log")
   else
+    MF_BENCH_MODELS=${MF_BENCH_MODELS:-fasterrcnn_resnet50_fpn,maskrcnn_resnet50_fpn,retinanet_resnet50_fpn,ssdlite320_mobilenet_v3_large} \
     MF_REHEARSE_PER_FILE=${MF_REHEARSE_PER_FILE:+100} MF_GROUP=user-paths MF_RESULTS="$OUT/user_paths.jsonl" \
       timed "$limit" "$log" $PY "${up[@]}" -p gpu_check_plugin
     rc=$?
@@ -402,14 +404,17 @@ if [ "$BENCH" = 1 ]; then
   for part in ops model; do
     step "CUDA benchmarks: $part"
     if [ "$part" = ops ]; then
-      limit=$T_BENCH_OPS; files=(benchmarks --ignore=benchmarks/bench_model.py --ignore=benchmarks/bench_train.py)
+      limit=$T_BENCH_OPS; files=(benchmarks --ignore=benchmarks/bench_model.py --ignore=benchmarks/bench_train.py
+                                 --ignore=benchmarks/bench_torchvision_models.py --ignore=benchmarks/bench_dense.py)
       # the deploy benchmark skips on CUDA; on the CPU it would compile a package for minutes
       [ "$REHEARSE" = 1 ] && files+=(--ignore=benchmarks/bench_deploy.py)
     else
-      limit=$T_BENCH_MODEL; files=(benchmarks/bench_model.py benchmarks/bench_train.py)
+      # torchvision's own models last (accelerate_torchvision on/off): what is left of the budget
+      limit=$T_BENCH_MODEL; files=(benchmarks/bench_model.py benchmarks/bench_train.py benchmarks/bench_torchvision_models.py)
     fi
     rm -f "$OUT/bench_$part.jsonl"
     t0=$SECONDS
+    MF_BENCH_MODELS=${MF_BENCH_MODELS:-fasterrcnn_resnet50_fpn,maskrcnn_resnet50_fpn,retinanet_resnet50_fpn,ssdlite320_mobilenet_v3_large} \
     MF_REHEARSE_PER_FILE=${MF_REHEARSE_PER_FILE:+${MF_REHEARSE_BENCH_PER_FILE:-1}} MF_BENCH_DEVICE=$bench_device MF_BENCH_BUDGET=${MF_BENCH_BUDGET:-0.2} MF_BENCH_STREAM="$OUT/bench_$part.jsonl" \
       MF_GROUP=$part MF_RESULTS="$OUT/bench_tests.jsonl" timed "$limit" "$OUT/bench.log" $PY "${bench[@]}" "${files[@]}"
     rc=$?

@@ -273,6 +273,10 @@ def test_bad_new_train_arguments(capsys):
     cli_fails(capsys, ["train", "--optimizer", "adam"], "invalid choice")
     cli_fails(capsys, ["train", "--lr-schedule", "cosine", "--lr-steps", "3", "--device", "cpu"], "--lr-steps applies")
     cli_fails(capsys, ["train", "--min-mask-ap50", "0.7", "--device", "cpu"], "needs --eval-at-end")
+    cli_fails(capsys, ["train", "--max-dets", "100", "300", "--device", "cpu"], "--max-dets needs --eval-at-end")
+    cli_fails(capsys, ["train", "--max-dets", "300", "100", "--eval-at-end", "--device", "cpu"],
+              "--max-dets must be increasing")
+    cli_fails(capsys, ["train", "--max-dets", "0", "--eval-at-end", "--device", "cpu"], "--max-dets must be >= 1")
     cli_fails(capsys, ["train", "--fpn-channels", "0", "--depth", "18", "--num-images", "2", "--iterations", "1",
                        "--device", "cpu"], "fpn-channels must be a positive integer")
 

@@ -8,7 +8,7 @@ from .errors import need, print_error, usage_errors
 from .options import (AP_HELP, AP_RULE, DATA_RULES, DETECTION_RULES, MODEL_RULES, add_data_args, add_detection_args,
                       add_model_args, check_file, check_numbers, device, model_from_args, weights_arg)
 
-__all__ = ["add_parser", "check_min_ap", "evaluate_and_print", "run"]
+__all__ = ["add_max_dets_arg", "add_parser", "check_max_dets", "check_min_ap", "evaluate_and_print", "run"]
 
 
 def add_parser(sub) -> None:
@@ -17,16 +17,21 @@ def add_parser(sub) -> None:
     add_data_args(e, train=False)
     add_model_args(e, train=False)
     add_detection_args(e)
-    e.add_argument("--max-dets", type=int, nargs="+", metavar="N",
-                   help="COCO's maxDets, increasing (default 1 10 100): AP is counted at the largest, and the "
-                        "table adds AP at each smaller one (dense scenes: --max-dets 100 300 2000 "
-                        "--detections-per-img 2000)")
+    add_max_dets_arg(e, "--detections-per-img 2000")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--output-json", metavar="PATH",
                    help="the detections as a COCO results list (x, y, w, h); the metrics go beside it in "
                         "<name>.metrics.json (eval.json -> eval.metrics.json)")
     e.add_argument("--min-mask-ap50", type=float, metavar="X", help=AP_HELP)
     e.set_defaults(func=run)
+
+
+def add_max_dets_arg(p, keep_hint: str, prefix: str = "") -> None:
+    """--max-dets (eval, train --eval-at-end); keep_hint: how that command keeps 2000 detections."""
+    p.add_argument("--max-dets", type=int, nargs="+", metavar="N",
+                   help=prefix + "COCO's maxDets, increasing (default 1 10 100): AP is counted at the largest, and "
+                        "the table adds AP at each smaller one (dense scenes: --max-dets 100 300 2000 "
+                        f"{keep_hint})")
 
 
 def evaluate_and_print(model, dataset, device_name, args, output_json) -> dict:

@@ -9,7 +9,7 @@ from ..weights import (check_weights_spec, checkpoint_eps, infer_depth, load_int
                        read_weights)
 from .datasets import check_scorable, dataset_from_args
 from .errors import UsageError, need, one_line, print_error, usage_errors
-from .eval import check_min_ap, evaluate_and_print
+from .eval import MAX_DETS_RULES, add_max_dets_arg, check_max_dets, check_min_ap, evaluate_and_print
 from .options import (AP_HELP, AP_RULE, DATA_RULES, MODEL_RULES, add_data_args, add_model_args, check_folder,
                       check_numbers, device, model_kwargs)
 
@@ -52,6 +52,7 @@ def add_parser(sub) -> None:
                    help="COCO metrics on the validation set; detections in <output-dir>/eval.json, "
                         "metrics in eval.metrics.json")
     t.add_argument("--min-mask-ap50", type=float, metavar="X", help="with --eval-at-end: " + AP_HELP)
+    add_max_dets_arg(t, "--model-arg box_detections_per_img=2000", prefix="with --eval-at-end: ")
     t.set_defaults(func=run)
 
 
@@ -71,7 +72,9 @@ _TRAIN_RULES = [
 
 
 def _check_args(args, dev: str) -> None:
-    check_numbers(args, _TRAIN_RULES + MODEL_RULES + DATA_RULES + AP_RULE)
+    check_numbers(args, _TRAIN_RULES + MODEL_RULES + DATA_RULES + AP_RULE + MAX_DETS_RULES)
+    check_max_dets(args)
+    need(args.max_dets is None or args.eval_at_end, "--max-dets needs --eval-at-end")
     if args.iterations is None:
         need(args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}")
     need(not args.resume or os.path.exists(args.resume), f"--resume: checkpoint not found: {args.resume}")
