@@ -135,17 +135,49 @@ def _canonical(d):
     return {k: v[order] for k, v in d.items()}
 
 
-def _assert_close_detections(got, want):
+def _nms_thresh(model) -> float:
+    """The IoU threshold of the model's final (per-class) NMS."""
+    heads = getattr(model, "roi_heads", None)
+    return float(heads.nms_thresh if heads is not None else model.nms_thresh)
+
+
+def _decided_by_rounding(d, label, thresh) -> float:
+    """The score below which a label's detections may differ between two float64 runs that
+    round differently: the lower score of any kept pair whose IoU is within 1e-6 of the NMS
+    threshold (one run kept both, the other may have suppressed the later one, and what that one
+    would have suppressed after it), or -inf."""
+    from torchvision.ops import box_iou
+
+    mine = d["labels"] == label
+    boxes, scores = d["boxes"][mine], d["scores"][mine]
+    close = ((box_iou(boxes, boxes) - thresh).abs() < 1e-6).triu(1)
+    i, j = torch.nonzero(close, as_tuple=True)
+    return float(torch.minimum(scores[i], scores[j]).max()) if i.numel() else float("-inf")
+
+
+def _assert_close_detections(got, want, thresh):
     """float64, exact=False: the same detections to rounding, compared in a canonical order.
     Scores and boxes to rounding (1e-9), except where NMS chose between two candidates whose
     scores differ by rounding: with random weights those are near-copies (proposals of two FPN
     levels clipped to the same border give boxes within 1e-7 and scores within 1e-16), and
-    either one's box stands for the other (atol 1e-4 on boxes, masks and keypoints)."""
+    either one's box stands for the other (atol 1e-4 on boxes, masks and keypoints).
+
+    A per-class NMS decision can itself be at rounding: an IoU within 1e-9 of the threshold
+    (seen: 0.4999999998 in torchvision, 0.5000000008 in ours). NMS decides in score order per
+    class, so such a decision changes only that class's detections scoring below the pair's
+    later member: those are left out of the comparison (both outputs, that class only)."""
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
         assert w["boxes"].shape[0] > 0
-        g, w = _canonical(g), _canonical(w)
+        keep_g = torch.ones_like(g["labels"], dtype=torch.bool)
+        keep_w = torch.ones_like(w["labels"], dtype=torch.bool)
+        for label in torch.unique(torch.cat([g["labels"], w["labels"]])).tolist():
+            cut = max(_decided_by_rounding(g, label, thresh), _decided_by_rounding(w, label, thresh))
+            keep_g &= (g["labels"] != label) | (g["scores"] > cut + 1e-9)
+            keep_w &= (w["labels"] != label) | (w["scores"] > cut + 1e-9)
+        g = _canonical({k: v[keep_g] for k, v in g.items()})
+        w = _canonical({k: v[keep_w] for k, v in w.items()})
         assert torch.equal(g["labels"], w["labels"])
         torch.testing.assert_close(g["scores"], w["scores"], rtol=1e-9, atol=1e-12)
         for k in w:
@@ -200,7 +232,7 @@ def test_eval_fused_float64(name, seed):
     images = _images(seed, [(128, 128)], torch.float64)
     want, _ = _run(model, images)
     got, ours = _run(model, images, exact=False)
-    _assert_close_detections(got, want)
+    _assert_close_detections(got, want, _nms_thresh(model))
     if "rcnn" in name:
         assert ours.get("rpn_proposals") == 1 and ours.get("detection_postprocess") == 1
     else:

@@ -392,3 +392,40 @@ def test_cli_predict_detections_per_img(tmp_path, capsys, tiny_checkpoint):
                    "--model-arg", "box_score_thresh=0"])
     assert rc == 0, capsys.readouterr().err
     assert len(json.loads((out / "dense.json").read_text())["detections"]) == 45
+
+
+def test_mask_head_in_chunks_same_masks(dense, monkeypatch):
+    """Thousands of detections go through the mask head MASK_HEAD_ROWS at a time (its upsampled
+    features are 0.8 MB per detection): the same masks as one pass, images without detections
+    and chunk tails included. Each row's result is its own, but the convolution library picks
+    its algorithm by batch size (oneDNN here: 40 rows at once vs 6 at a time differ by 5e-7
+    with these narrow heads), so the probabilities agree to float32 rounding of the logits
+    (their scale here is ~1: 1e-5 is ~100 ulps), not bit for bit."""
+    print(f"seed={dense['seed']}")
+    model, image = dense["model"], dense["image"]
+    heads = model.roi_heads
+    assert D > heads.MASK_HEAD_ROWS  # the fixture's masks came in chunks
+    monkeypatch.setattr(type(heads), "MASK_HEAD_ROWS", 10**9)
+    model.paste_masks_in_image = False
+    try:
+        with torch.inference_mode():
+            whole = model([image])[0]
+    finally:
+        model.paste_masks_in_image = True
+    torch.testing.assert_close(whole["box_masks"], dense["unpasted"]["box_masks"], rtol=0, atol=1e-5)
+
+    g = torch.Generator().manual_seed(dense["seed"])
+    with torch.inference_mode():
+        images, _ = model.transform([image, image, image])
+        features = model.backbone(images.tensors)
+        h, w = images.image_sizes[0]
+        xy = torch.rand(40, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
+        boxes = torch.cat([xy, xy + 4 + torch.rand(40, 2, generator=g) * 30], 1)
+        labels = torch.randint(1, 4, (40,), generator=g)
+        per_image = ([boxes, boxes[:0], boxes[:13]], [labels, labels[:0], labels[:13]])
+        one_pass = heads.mask_inference(features, *per_image, images.image_sizes)
+        monkeypatch.setattr(type(heads), "MASK_HEAD_ROWS", 6)
+        chunked = heads.mask_inference(features, *per_image, images.image_sizes)
+    assert [t.shape[0] for t in chunked] == [40, 0, 13]
+    for a, b in zip(one_pass, chunked):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)

@@ -224,6 +224,9 @@ class RoIHeads(nn.Module):
         self.mask_head = mask_head
         self.mask_predictor = mask_predictor
 
+    # Detections through the mask head at once in inference (mask_inference).
+    MASK_HEAD_ROWS = 512
+
     def has_mask(self) -> bool:
         return self.mask_roi_pool is not None and self.mask_head is not None and self.mask_predictor is not None
 
@@ -325,6 +328,29 @@ class RoIHeads(nn.Module):
         picked = mask_logits[torch.arange(flat.shape[0], device=flat.device), flat][:, None]
         return list(picked.sigmoid().split([lab.shape[0] for lab in labels]))
 
+    def mask_inference(
+        self, features: Dict[str, Tensor], boxes: List[Tensor], labels: List[Tensor], image_shapes: List[Tuple[int, int]]
+    ) -> List[Tensor]:
+        """Each image's detections (boxes Tensor[D_i, 4], labels Tensor[D_i]) -> their mask
+        probabilities Tensor[D_i, 1, M, M], at most MASK_HEAD_ROWS rows through the mask head at
+        once: its upsampled features are 256 x 28 x 28 float32 (0.8 MB) per detection, so
+        thousands of detections in one pass cost gigabytes. Each row's result is its own, up to
+        float rounding: oneDNN and cuDNN pick their convolution algorithm by batch size, so
+        above MASK_HEAD_ROWS detections the masks equal one pass's to rounding, not bit for bit
+        (at or below it, nothing changes)."""
+        if sum(b.shape[0] for b in boxes) <= self.MASK_HEAD_ROWS:
+            logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_shapes)))
+            return self.mask_probabilities(logits, labels)
+        step = self.MASK_HEAD_ROWS
+        parts: List[List[Tensor]] = [[] for _ in boxes]
+        for i, (b, lab) in enumerate(zip(boxes, labels)):
+            for s in range(0, b.shape[0], step):
+                only = [b[s : s + step] if j == i else b[:0] for j in range(len(boxes))]
+                logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, only, image_shapes)))
+                parts[i].append(self.mask_probabilities(logits, [lab[s : s + step]])[0])
+        some = next(p[0] for p in parts if p)
+        return [torch.cat(p) if p else some.new_zeros((0,) + tuple(some.shape[1:])) for p in parts]
+
     def forward_padded(
         self,
         features: Dict[str, Tensor],
@@ -400,7 +426,11 @@ class RoIHeads(nn.Module):
                 mask_proposals = [p[k] for p, k in zip(proposals, pos)]
                 pos_matched = [m[k] for m, k in zip(matched, pos)]
             else:
-                mask_proposals = [r["boxes"] for r in result]
+                probs = self.mask_inference(features, [r["boxes"] for r in result], [r["labels"] for r in result],
+                                            image_shapes)
+                for r, p in zip(result, probs):
+                    r["masks"] = p
+                return result, losses
             mask_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
             mask_logits = self.mask_predictor(self.mask_head(mask_features))
             if self.training:
@@ -413,7 +443,4 @@ class RoIHeads(nn.Module):
                     self.mask_targets,
                     self.packed_mask_targets,
                 )
-            else:
-                for r, probs in zip(result, self.mask_probabilities(mask_logits, [r["labels"] for r in result])):
-                    r["masks"] = probs
         return result, losses
