@@ -125,8 +125,10 @@ def run_capped(cmd, cap_bytes, *, min_available=None, timeout_s=None, env=None, 
 
     Returns a dict: ``status`` "ok" (exit 0), "out of memory" (killed at the cap or for the
     machine; also a SIGKILL from elsewhere, e.g. the kernel's OOM killer), "timeout" or "failed"
-    (another exit status); ``returncode``; ``peak_rss`` (bytes, the child's largest resident set
-    from wait4's ru_maxrss, i.e. its VmHWM); ``rss_at_kill`` (bytes, the resident set when it
+    (another exit status); ``returncode``; ``peak_rss`` (bytes, the child's largest resident set:
+    its VmHWM, the larger of the last one polled and the ``vmhwm`` its JSON reports; not wait4's
+    ru_maxrss, which on Linux carries the parent's high-water mark over the child's exec, so a
+    large parent, a long pytest run say, would show as the child's peak); ``rss_at_kill`` (bytes, the resident set when it
     was killed, else None); ``reason`` (why it was killed, else None); ``wall_s``; ``result``
     (the child's JSON, or None); ``log`` (the last 2,000 characters of its stdout and stderr).
     """
@@ -145,13 +147,15 @@ def run_capped(cmd, cap_bytes, *, min_available=None, timeout_s=None, env=None, 
                 f.write("1000")
         except OSError:
             pass
-        rss_at_kill, reason, status, rusage = None, None, None, None
+        rss_at_kill, reason, status, hwm = None, None, None, 0
         try:
             while True:
-                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
-                rss = proc_status(proc.pid).get("VmRSS", 0)
+                now = proc_status(proc.pid)
+                rss = now.get("VmRSS", 0)
+                hwm = max(hwm, now.get("VmHWM", 0))
                 avail = mem_available()
                 if rss > cap_bytes:
                     reason = f"resident set {rss / GIB:.2f} GiB passed the cap of {cap_bytes / GIB:.2f} GiB"
@@ -163,7 +167,7 @@ def run_capped(cmd, cap_bytes, *, min_available=None, timeout_s=None, env=None, 
                 if reason:
                     rss_at_kill = rss
                     os.kill(proc.pid, signal.SIGKILL)
-                    _, status, rusage = os.wait4(proc.pid, 0)
+                    _, status, _ = os.wait4(proc.pid, 0)
                     break
                 time.sleep(poll_s)
         except BaseException:
@@ -174,7 +178,14 @@ def run_capped(cmd, cap_bytes, *, min_available=None, timeout_s=None, env=None, 
             raise
         wall = time.perf_counter() - t0
         proc.returncode = rc = os.waitstatus_to_exitcode(status)
-        peak = int(rusage.ru_maxrss) * 1024  # kB on Linux
+        result = None
+        if os.path.isfile(result_path):
+            try:
+                with open(result_path) as f:
+                    result = json.load(f)
+            except (OSError, json.JSONDecodeError):
+                result = None
+        peak = max(hwm, int((result or {}).get("vmhwm") or 0))
         if reason and reason.startswith("timeout"):
             state = "timeout"
         elif reason or rc == -signal.SIGKILL:
@@ -184,13 +195,6 @@ def run_capped(cmd, cap_bytes, *, min_available=None, timeout_s=None, env=None, 
                 rss_at_kill = peak
         else:
             state = "ok" if rc == 0 else "failed"
-        result = None
-        if os.path.isfile(result_path):
-            try:
-                with open(result_path) as f:
-                    result = json.load(f)
-            except (OSError, json.JSONDecodeError):
-                result = None
         with open(log_path, "rb") as f:
             log_text = f.read().decode("utf-8", "replace")[-2000:]
     return {"status": state, "returncode": rc, "peak_rss": peak, "rss_at_kill": rss_at_kill, "reason": reason,

@@ -41,8 +41,9 @@ SMALL = """
 import json, os, time
 t0 = time.perf_counter()
 x = b"\\1" * (40 << 20)
+hwm = [int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
 with open(os.environ["MF_DENSE_RESULT"], "w") as f:
-    json.dump({"time_s": time.perf_counter() - t0, "n": len(x)}, f)
+    json.dump({"time_s": time.perf_counter() - t0, "n": len(x), "vmhwm": hwm}, f)
 """
 
 
@@ -62,6 +63,17 @@ def test_child_below_the_cap_reports_its_measurements():
     assert out["returncode"] == 0 and out["rss_at_kill"] is None and out["reason"] is None
     assert out["result"]["n"] == 40 * MB and out["result"]["time_s"] >= 0
     assert 40 * MB < out["peak_rss"] < 1024 * MB
+
+
+def test_a_large_parent_is_not_the_childs_peak():
+    """wait4's ru_maxrss would give the child the parent's high-water mark (Linux carries it over
+    the exec): a pytest process of a few GB made every child look that large."""
+    ballast = bytearray(400 * MB)
+    ballast[:: 4096] = b"\1" * len(ballast[:: 4096])  # touched: resident
+    out = bench_dense.run_capped([sys.executable, "-c", SMALL], 1024 * MB, min_available=0, timeout_s=120)
+    assert out["status"] == "ok", out
+    assert 40 * MB < out["peak_rss"] < 300 * MB, out["peak_rss"]
+    del ballast
 
 
 def test_failing_child_is_failed_with_its_log():
