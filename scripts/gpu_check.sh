@@ -20,7 +20,7 @@
 #                                 files, compiled in parallel); skipped when the sources, torch
 #                                 and architecture are those of the last build here (a second
 #                                 call on a warm machine, or after --collect-only)
-#   tests                  140 s  pytest -m cuda: every case that uses CUDA (749 with the fuzz
+#   tests                  140 s  pytest -m cuda: every case that uses CUDA (863 with the fuzz
 #                                 suite's; tests/conftest.py marks them), in groups (below)
 #   user-paths             110 s  tests/test_gpu_user_paths.py: train (with and without --amp),
 #                                 eval, predict, export pt2 and its package, CUDA-graph capture
