@@ -24,22 +24,19 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from ..ops.reference.packed_mask_targets import nearest_source_index as _nearest
+
 __all__ = ["PackedMasks", "nearest_source_index"]
 
 
 def nearest_source_index(out_len: int, in_len: int, device=None) -> Tensor:
     """int64 Tensor[out_len]: the source index torch's ``F.interpolate(mode="nearest")`` (with
     ``size=``, or ``scale_factor`` and ``recompute_scale_factor=True``) reads for each output
-    index along one axis: i when the sizes are equal, i >> 1 when the output is twice the input,
-    else ``min(floor(float32(i) * (float32(in) / float32(out))), in - 1)``."""
+    index along one axis (the rule of :func:`maskrcnn_fast.ops.reference.packed_mask_targets`,
+    which the op samples with)."""
     i = torch.arange(out_len, dtype=torch.int64, device=device)
-    if out_len == in_len:
-        return i
-    if out_len == 2 * in_len:
-        return i >> 1
-    scale = torch.tensor(float(in_len), dtype=torch.float32) / torch.tensor(float(out_len), dtype=torch.float32)
-    src = torch.floor(i.to(torch.float32) * scale.to(device)).to(torch.int64)
-    return src.clamp_(max=max(in_len - 1, 0))
+    size = torch.tensor([in_len, out_len], dtype=torch.int64, device=device)
+    return _nearest(i, size[0], size[1]).clamp_(min=0)
 
 
 def _frame(value, name: str) -> Tuple[int, int]:
